@@ -1,0 +1,70 @@
+"""PyTorch -> ONNX with the dynamo exporter: one self-contained file, checked, named I/O."""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import version
+from typing import Any
+
+from exporters.artifact import INPUT_NAME, OUTPUT_NAME, Artifact, InputSpec
+from exporters.base import ExportContext, example_input, finish_artifact, tail
+from pipeline._io import atomic_path, captured_output
+from pipeline.errors import ExportError
+
+TWO_GB = 2 * 1024**3
+
+
+def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18,
+                dynamic_batch: bool = False) -> Artifact:
+    """Export ``model`` to ``model.onnx`` (opset >= 18), run the checker and shape inference.
+
+    ``torch.onnx.export(dynamo=True)`` writes weights to a side file by default; ``external_data=False``
+    keeps one self-contained file, which is what a device team expects (models under 2 GB).
+    The ``InputSpec`` is embedded as metadata so any consumer can preprocess exactly as the reference did.
+    """
+    import onnx
+    import torch
+
+    started = time.perf_counter()
+    path = ctx.out_dir / "model.onnx"
+    log = ctx.log_dir / "onnx.log"
+    x = example_input(spec)
+    dynamic_shapes = ({"x": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    try:
+        with atomic_path(path) as tmp, captured_output(log):
+            program = torch.onnx.export(
+                model.eval(), (x,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                opset_version=opset, external_data=params >= TWO_GB, dynamic_shapes=_named(model, dynamic_shapes),
+                optimize=True, verbose=False,
+            )
+            program.save(str(tmp), external_data=params >= TWO_GB)
+            proto = onnx.load(str(tmp), load_external_data=False)
+            meta = {p.key: p.value for p in proto.metadata_props}
+            meta.update({"edgeship.input_spec": spec.to_json(), "edgeship.producer": "edgeship"})
+            onnx.helper.set_model_props(proto, meta)
+            onnx.save(proto, str(tmp))
+            onnx.checker.check_model(str(tmp), full_check=True)
+            onnx.shape_inference.infer_shapes_path(str(tmp), str(tmp.with_suffix(".shapes.onnx")), check_type=True)
+            tmp.with_suffix(".shapes.onnx").unlink()
+    except Exception as e:
+        raise ExportError(f"ONNX export failed (torch.onnx dynamo exporter): {type(e).__name__}: {e}\n"
+                          f"converter log: {log}\n{tail(log)}") from e
+    proto = onnx.load(str(path), load_external_data=False)
+    ctx.onnx_path = path
+    return finish_artifact(
+        "onnx", path, [path], spec, -1 if dynamic_batch else spec.batch, f"torch.onnx {version('torch')}",
+        started, {"opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                  "ir_version": proto.ir_version, "onnx": version("onnx")},
+        [i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
+    )
+
+
+def _named(model: Any, dynamic_shapes: dict[str, Any] | None) -> Any:
+    # torch.export keys dynamic shapes by the forward's argument name, which differs between models.
+    if dynamic_shapes is None:
+        return None
+    import inspect
+
+    first = next(iter(inspect.signature(model.forward).parameters))
+    return {first: dynamic_shapes["x"]}

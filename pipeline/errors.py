@@ -1,0 +1,60 @@
+"""Error taxonomy: every user-facing failure is an ``EdgeshipError`` carrying its documented exit code.
+
+Exit codes (README, design.md): 0 ok · 1 internal error · 2 bad recipe/arguments · 3 unsupported ops ·
+4 validation gate failed · 5 corrupt or untrusted input.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_CONFIG = 2
+EXIT_UNSUPPORTED = 3
+EXIT_GATE = 4
+EXIT_CORRUPT = 5
+
+
+class EdgeshipError(Exception):
+    """Root of all errors the CLI reports without a traceback."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class ConfigError(EdgeshipError):
+    """The recipe or a command-line argument is wrong (names the field and what was expected)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class DataError(ConfigError):
+    """A data source is missing, empty or holds values the pipeline cannot use."""
+
+
+class CheckpointError(EdgeshipError):
+    """A weights file is corrupt, untrusted, or does not fit the model architecture."""
+
+    exit_code = EXIT_CORRUPT
+
+
+class ArtifactError(EdgeshipError):
+    """An exported artifact is missing, corrupt, or does not match its manifest entry."""
+
+    exit_code = EXIT_CORRUPT
+
+
+class ExportError(EdgeshipError):
+    """A converter failed on this model (the message names the format and the converter's reason)."""
+
+    exit_code = EXIT_UNSUPPORTED
+
+
+class RuntimeUnavailableError(EdgeshipError):
+    """An optional runtime or converter package is not installed."""
+
+    exit_code = EXIT_CONFIG
+
+
+class GateFailure(EdgeshipError):
+    """At least one validation gate failed; the report says which and by how much."""
+
+    exit_code = EXIT_GATE

@@ -1,0 +1,115 @@
+"""Agreement and error metrics between an artifact's logits and a reference's, exactly as design.md defines them.
+
+One tie rule everywhere: ``argmax`` picks the lowest index (numpy's behaviour), for training metrics and
+artifact validation alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# Top-2 margins at or below this fraction of the logit scale count as ties (a zero-initialised head
+# gives exact zeros; float noise between runtimes is ~1e-6 relative, so 1e-6 separates the two).
+TIE_TOLERANCE = 1e-6
+
+
+def top1_agreement(out: np.ndarray, ref: np.ndarray) -> float:
+    """Fraction of samples whose argmax equals the reference's."""
+    return float(np.mean(out.argmax(1) == ref.argmax(1)))
+
+
+def mismatch_when_reference_correct(out: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> float | None:
+    """Among samples the reference classifies correctly, the fraction the artifact labels differently."""
+    ref_correct = ref.argmax(1) == labels
+    if not ref_correct.any():
+        return None
+    return float(np.mean(out.argmax(1)[ref_correct] != ref.argmax(1)[ref_correct]))
+
+
+def per_class_flip_rate(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """For each class the reference predicts, the fraction of those samples the artifact flips."""
+    r, o = ref.argmax(1), out.argmax(1)
+    return {str(int(c)): float(np.mean(o[r == c] != c)) for c in np.unique(r)}
+
+
+def topk_overlap(out: np.ndarray, ref: np.ndarray, k: int = 5) -> float:
+    """Mean |top-k(out) ∩ top-k(ref)| / k (k capped at the class count)."""
+    k = min(k, ref.shape[1])
+    a = np.argsort(-out, axis=1, kind="stable")[:, :k]
+    b = np.argsort(-ref, axis=1, kind="stable")[:, :k]
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b, strict=True)]))
+
+
+def cosine(out: np.ndarray, ref: np.ndarray) -> float:
+    """Mean per-sample cosine similarity; both vectors zero counts 1, exactly one zero counts 0."""
+    na, nb = np.linalg.norm(out, axis=1), np.linalg.norm(ref, axis=1)
+    dot = np.sum(out * ref, axis=1)
+    both_zero, one_zero = (na == 0) & (nb == 0), (na == 0) ^ (nb == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(both_zero, 1.0, np.where(one_zero, 0.0, dot / (na * nb)))
+    return float(np.mean(c))
+
+
+def sqnr_db(out: np.ndarray, ref: np.ndarray) -> float | None:
+    """20·log10(‖ref‖ / ‖ref − out‖) over all values; ``None`` when identical (infinite SQNR)."""
+    noise = float(np.linalg.norm((ref - out).ravel()))
+    signal = float(np.linalg.norm(ref.ravel()))
+    if noise == 0:
+        return None
+    if signal == 0:
+        return float("-inf")
+    return 20.0 * float(np.log10(signal / noise))
+
+
+def reference_health(ref: np.ndarray) -> dict[str, Any]:
+    """How much top-1 agreement can mean against this reference.
+
+    ``tied_fraction``: samples whose top-2 logits are within ``TIE_TOLERANCE`` of the logit scale
+    (argmax is then decided by float noise). ``constant``: the logits barely vary across samples.
+    ``single_class``: every sample gets the same label (agreement is weak evidence).
+    """
+    scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-12)
+    top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.zeros((len(ref), 2))
+    tied = (top2[:, 1] - top2[:, 0]) <= TIE_TOLERANCE * scale
+    spread = float(ref.std(axis=0).max()) if len(ref) > 1 else 0.0
+    labels = ref.argmax(1)
+    return {
+        "tied_fraction": float(tied.mean()) if len(ref) else 0.0,
+        "constant": bool(len(ref) > 1 and spread <= TIE_TOLERANCE * scale),
+        "single_class": bool(len(ref) > 1 and np.all(labels == labels[0])),
+        "logit_scale": scale,
+        "predicted_classes": int(len(np.unique(labels))),
+    }
+
+
+def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Every validation metric of ``out`` against ``ref`` (and the labels when there are any)."""
+    if out.shape != ref.shape:
+        msg = f"artifact output shape {out.shape} differs from the reference's {ref.shape}"
+        raise ValueError(msg)
+    finite = np.isfinite(out)
+    non_finite = int((~finite).sum())
+    safe = np.where(finite, out, 0.0)  # error metrics on the finite part; non_finite is gated separately
+    diff = np.abs(safe - ref)
+    ref_scale = max(float(np.abs(ref).max()), 1e-12)
+    m: dict[str, Any] = {
+        "samples": int(len(ref)),
+        "top1_agreement": top1_agreement(safe, ref),
+        "top5_overlap": topk_overlap(safe, ref),
+        "max_abs_err": float(diff.max()),
+        "mean_abs_err": float(diff.mean()),
+        "rel_max_err": float(diff.max()) / ref_scale,
+        "cosine": cosine(safe, ref),
+        "sqnr_db": sqnr_db(safe, ref),
+        "non_finite": non_finite,
+        "non_finite_reference": int((~np.isfinite(ref)).sum()),
+        "per_class_flip_rate": per_class_flip_rate(safe, ref),
+    }
+    m["mismatch"] = 1.0 - m["top1_agreement"]
+    if labels is not None:
+        m["accuracy"] = float(np.mean(safe.argmax(1) == labels))
+        m["reference_accuracy"] = float(np.mean(ref.argmax(1) == labels))
+        m["mismatch_when_reference_correct"] = mismatch_when_reference_correct(safe, ref, labels)
+    return m

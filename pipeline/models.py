@@ -1,0 +1,176 @@
+"""Build the model a recipe names and load its weights safely (never unpickling arbitrary code)."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.errors import CheckpointError, ConfigError
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+
+
+def _call_factory(factory: Any, num_classes: int, where: str) -> nn.Module:
+    params = inspect.signature(factory).parameters
+    kwargs = {"num_classes": num_classes} if "num_classes" in params or any(
+        p.kind == p.VAR_KEYWORD for p in params.values()) else {}
+    try:
+        model = factory(**kwargs)
+    except Exception as e:
+        raise ConfigError(f"model.source {where}: the factory raised {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.source {where}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _torchvision(name: str, num_classes: int) -> nn.Module:
+    import torchvision
+
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"model.source: unknown torchvision model {name!r}{hint} "
+                          f"({len(available)} classification models available)")
+    # Random init (no hub downloads here); pretrained weights are passed with model.weights.
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+
+def _timm(name: str, num_classes: int) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError("model.source timm:<name> needs timm (pip install 'edgeship[timm]')") from None
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise ConfigError(f"model.source: unknown timm model {name!r}" + (f"; did you mean {', '.join(close)}?"
+                                                                          if close else ""))
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
+def _from_file(path: Path, factory: str, num_classes: int, source: str) -> nn.Module:
+    if not path.is_file():
+        raise ConfigError(f"model.source {source}: file not found: {path}")
+    mod_name = f"_edgeship_user_model_{abs(hash(path.resolve()))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"model.source {source}: cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ConfigError(f"model.source {source}: importing {path} raised {type(e).__name__}: {e}") from e
+    if not hasattr(module, factory):
+        names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        raise ConfigError(f"model.source {source}: {path} has no {factory!r}; callables there: {', '.join(names)}")
+    return _call_factory(getattr(module, factory), num_classes, source)
+
+
+def _from_module(module_name: str, factory: str, num_classes: int, source: str) -> nn.Module:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"model.source {source}: cannot import module {module_name!r}: {e}") from e
+    if not hasattr(module, factory):
+        raise ConfigError(f"model.source {source}: module {module_name!r} has no attribute {factory!r}")
+    return _call_factory(getattr(module, factory), num_classes, source)
+
+
+def build_model(source: str, num_classes: int) -> nn.Module:
+    """Build the model named by ``source`` (see ``ModelConfig.source`` for the accepted forms), in eval mode."""
+    if source.endswith(".pt2"):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"model.source: file not found: {path}")
+        try:
+            model = torch.export.load(str(path)).module()
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a loadable torch.export program ({type(e).__name__}: {e})") from e
+        return model
+    prefix, sep, rest = source.partition(":")
+    if not sep or not rest:
+        raise ConfigError(f"model.source: expected torchvision:<name>, timm:<name>, path/file.py:factory, "
+                          f"package.module:factory or a .pt2 file; got {source!r}")
+    if prefix == "torchvision":
+        model = _torchvision(rest, num_classes)
+    elif prefix == "timm":
+        model = _timm(rest, num_classes)
+    elif prefix.endswith(".py"):
+        model = _from_file(Path(prefix), rest, num_classes, source)
+    else:
+        model = _from_module(prefix, rest, num_classes, source)
+    return model.eval()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state_dict from ``.safetensors`` or a ``.pt/.pth/.bin`` file with ``weights_only=True``.
+
+    Never falls back to unrestricted unpickling. Accepts a bare state_dict or one nested under
+    ``state_dict``/``model`` (common training checkpoints); strips a DDP ``module.`` prefix.
+    """
+    if not path.is_file():
+        raise ConfigError(f"model.weights: file not found: {path}")
+    head = path.open("rb").read(64)
+    if not head:
+        raise CheckpointError(f"{path}: weights file is empty (0 bytes)")
+    if head.startswith(LFS_POINTER):
+        raise CheckpointError(f"{path}: this is a Git LFS pointer, not the weights; run `git lfs pull`")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd: Any = load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"{path}: corrupt safetensors file ({type(e).__name__}: {e})") from e
+    else:
+        try:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if "weights_only" in str(e) or "Unsupported global" in str(e):
+                reason = ("it contains pickled Python objects beyond tensors (refused: weights_only=True); "
+                          "save model.state_dict() instead. " + reason)
+            raise CheckpointError(f"{path}: not a loadable weights file: {reason}") from e
+    if isinstance(sd, dict):
+        for key in ("state_dict", "model"):
+            if key in sd and isinstance(sd[key], dict):
+                sd = sd[key]
+                break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors); got {type(sd).__name__}")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    return sd
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load ``path`` into ``model`` strictly; a mismatch lists missing, unexpected and mis-shaped keys."""
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = sorted(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+
+        parts = [f"{path}: weights do not match the model architecture"]
+        if missing:
+            parts.append(f"  missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"  unexpected keys: {show(unexpected)}")
+        if shapes:
+            parts.append(f"  shape mismatches: {show(shapes)}")
+        raise CheckpointError("\n".join(parts))
+    model.load_state_dict(sd, strict=True)

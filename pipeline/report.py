@@ -1,0 +1,165 @@
+"""``report.json`` (the stable, machine-read record) and ``report.html`` rendered from it, never the reverse."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from pipeline._io import atomic_write_json, atomic_write_text
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.{digits}f}"
+    return str(v)
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    rows = [r for r in report["results"] if "latency" in r]
+    if rows or report.get("pytorch_latency"):
+        labels, p50, p90 = [], [], []
+        if report.get("pytorch_latency"):
+            labels.append("pytorch eager")
+            p50.append(report["pytorch_latency"]["p50"])
+            p90.append(report["pytorch_latency"]["p90"])
+        for r in rows:
+            labels.append(f"{r['target']} ({r['precision']})")
+            p50.append(r["latency"]["p50"])
+            p90.append(r["latency"]["p90"])
+        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(labels)))
+        ax.barh(labels, p50, color="#4c72b0", label="p50")
+        ax.errorbar(p90, labels, fmt="|", color="#c44e52", markersize=14, label="p90")
+        ax.invert_yaxis()
+        ax.set_xlabel(f"latency per call, ms (batch {rows[0]['latency']['batch'] if rows else 1}, "
+                      f"{report['threads']} threads)")
+        ax.legend(loc="lower right")
+        plots.append(("Latency per target", _png(fig)))
+    rows = [r for r in report["results"] if "metrics" in r]
+    if rows:
+        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
+        vals = [r["metrics"]["top1_agreement"] for r in rows]
+        colors = ["#55a868" if r["status"] == "pass" else "#8c8c8c" if r["status"] == "info" else "#c44e52"
+                  for r in rows]
+        ax.barh([r["target"] for r in rows], vals, color=colors)
+        ax.axvline(report["gate_config"]["top1_agreement_min"], color="black", linestyle="--", label="gate")
+        ax.set_xlim(min(0.9, min(vals) - 0.01), 1.0005)
+        ax.invert_yaxis()
+        ax.set_xlabel("top-1 agreement with the PyTorch reference")
+        ax.legend(loc="lower left")
+        plots.append(("Top-1 agreement per target", _png(fig)))
+    return plots
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-contained HTML page: verdict, tables and embedded PNG plots."""
+    r = report
+    status = r["status"].upper()
+    parts = [f"<h1>edgeship report — {html.escape(r['name'])}</h1>",
+             f"<p class='{r['status']}'><b>{status}</b> · {html.escape(r['created'])} · seed {r['seed']} · "
+             f"{r['threads']} threads · {html.escape(str(r['host']['cpu']))} · {r['wall_seconds']} s</p>"]
+    if r["failed_gates"]:
+        parts.append("<h2>Failed gates</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in r["failed_gates"])
+                     + "</ul>")
+    if r["notes"]:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in r["notes"]) + "</ul>")
+    m = r["model"]
+    parts.append("<h2>Model and data</h2>" + _table(["field", "value"], [
+        ["source", m["source"]], ["weights", m["weights"] or "(as built)"], ["parameters", m["parameters"]],
+        ["input shape", m["input_spec"]["shape"]], ["mean / std", f"{m['input_spec']['mean']} / {m['input_spec']['std']}"],
+        ["validation data", r["data"]["validation"]], ["reference accuracy", r["reference"]["accuracy"]],
+        ["reference tied top-1", r["reference"]["health"]["tied_fraction"]],
+        ["reference classes predicted", r["reference"]["health"]["predicted_classes"]]]))
+    if r["stages"]:
+        parts.append("<h2>Stages</h2>" + _table(["#", "stage", "seconds", "reused", "key metrics"], [
+            [s["index"], s["type"], s.get("seconds"), s.get("reused"),
+             ", ".join(f"{k}={_fmt(v)}" for k, v in s["metrics"].items() if not isinstance(v, list | dict))]
+            for s in r["stages"]]))
+    if r["artifacts"]:
+        parts.append("<h2>Artifacts</h2>" + _table(["format", "file", "MB", "export s", "converter", "sha256"], [
+            [f, a["path"], a["size_bytes"] / 1e6, a["export_seconds"], a["converter"],
+             next(iter(a["sha256"].values()))[:16]] for f, a in r["artifacts"].items()]))
+    rows = []
+    for t in r["results"]:
+        mt = t.get("metrics", {})
+        lat = t.get("latency", {})
+        rows.append([t["target"], t["precision"], t.get("status", "—"), mt.get("top1_agreement"),
+                     mt.get("top5_overlap"), mt.get("rel_max_err"), mt.get("max_abs_err"), mt.get("cosine"),
+                     mt.get("sqnr_db"), mt.get("non_finite"), mt.get("accuracy"), lat.get("p50"), lat.get("p90"),
+                     lat.get("p99"), t.get("speedup_vs_pytorch")])
+    if r.get("pytorch_latency"):
+        p = r["pytorch_latency"]
+        rows.insert(0, ["pytorch eager", "fp32", "reference", 1.0, 1.0, 0.0, 0.0, 1.0, None, 0,
+                        r["reference"]["accuracy"], p["p50"], p["p90"], p["p99"], 1.0])
+    parts.append("<h2>Validation and latency</h2>" + _table(
+        ["target", "precision", "status", "top-1 agree", "top-5 overlap", "rel max err", "max abs err", "cosine",
+         "SQNR dB", "non-finite", "accuracy", "p50 ms", "p90 ms", "p99 ms", "speed-up vs PyTorch"], rows))
+    gate_rows = [[t["target"], g["gate"], g["value"], g["threshold"], "pass" if g["passed"] else "FAIL", g["detail"]]
+                 for t in r["results"] if t.get("gated") for g in t.get("gates", [])]
+    if gate_rows:
+        parts.append("<h2>Gates</h2>" + _table(["target", "gate", "value", "threshold", "result", "detail"], gate_rows))
+    for title, png in _plots(r):
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
+    op_rows = [[t["target"], o["op"], o["precision"], o["count"]] for t in r["results"] for o in t.get("ops", [])]
+    if op_rows:
+        parts.append("<h2>What actually runs</h2>" + _table(["target", "op", "precision", "count"], op_rows))
+    parts.append("<h2>Versions</h2>" + _table(["library", "version"], [[k, v] for k, v in r["versions"].items()]))
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
+             "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}"
+             "th{background:#f3f3f3}.pass b{color:#2a7a2a}.fail b{color:#b00020}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgeship — {html.escape(r['name'])}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(run_dir: Path, report: dict[str, Any]) -> list[Path]:
+    """Write ``report.json`` and ``report.html`` atomically; return their paths."""
+    json_path, html_path = run_dir / "report.json", run_dir / "report.html"
+    atomic_write_json(json_path, report)
+    atomic_write_text(html_path, render_html(report))
+    return [json_path, html_path]
+
+
+def summary_table(report: dict[str, Any]) -> Any:
+    """A short rich table for the console: one row per target."""
+    from rich.table import Table
+
+    t = Table(title=f"edgeship · {report['name']} · {report['status'].upper()}", title_justify="left")
+    for col in ("target", "precision", "status", "top-1 agree", "rel max err", "p50 ms", "vs PyTorch"):
+        t.add_column(col, justify="left" if col in ("target", "precision", "status") else "right")
+    if report.get("pytorch_latency"):
+        t.add_row("pytorch eager", "fp32", "reference", "—", "—", f"{report['pytorch_latency']['p50']:.3f}", "1.00x")
+    for r in report["results"]:
+        m, lat = r.get("metrics", {}), r.get("latency", {})
+        style = {"pass": "green", "fail": "bold red", "info": "dim"}.get(r.get("status", ""), "")
+        t.add_row(r["target"], r["precision"], f"[{style}]{r.get('status', '—')}[/]" if style else "—",
+                  _fmt(m.get("top1_agreement")), _fmt(m.get("rel_max_err"), 2),
+                  f"{lat['p50']:.3f}" if lat else "—",
+                  f"{r['speedup_vs_pytorch']:.2f}x" if r.get("speedup_vs_pytorch") else "—")
+    return t

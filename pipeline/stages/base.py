@@ -1,0 +1,64 @@
+"""The stage contract: a typed config, ``run(state, ctx) -> StageResult``, nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import torch
+
+    from calibration.splits import Splits
+    from exporters.artifact import InputSpec
+
+
+class StageConfig(BaseModel):
+    """Base for stage configs: unknown keys are errors; ``type`` is the registry key."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+@dataclass
+class ModelState:
+    """The model as it moves through stages, with its input contract and what happened to it."""
+
+    model: torch.nn.Module
+    spec: InputSpec
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class StageContext:
+    """What a stage may use: its private work directory, the data splits, the seed and a logger."""
+
+    workdir: Path
+    splits: Splits
+    seed: int
+    log: Any  # callable(str) -> None
+
+
+@dataclass
+class StageResult:
+    """A stage's output model and the metrics it reports."""
+
+    state: ModelState
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Stage:
+    """A model transformation. Subclasses set ``name``/``config_cls`` and implement ``run``."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[StageConfig]]
+
+    def __init__(self, config: StageConfig) -> None:
+        self.config = config
+
+    def run(self, state: ModelState, ctx: StageContext) -> StageResult:
+        """Transform ``state`` and return the result; write only under ``ctx.workdir``."""
+        raise NotImplementedError

@@ -1,0 +1,56 @@
+"""LiteRT (``ai_edge_litert.interpreter``) with the XNNPACK CPU delegate.
+
+tflite-runtime stopped at 2.14 and does not load with numpy 2; ``ai-edge-litert`` is its maintained
+successor and runs the same ``.tflite`` flatbuffers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from targets.base import OpInfo, Target
+
+
+class LiteRTTarget(Target):
+    """Runs ``.tflite`` with LiteRT; XNNPACK is applied by default for float and int8 graphs."""
+
+    name = "litert"
+    format = "tflite"
+    library = "ai-edge-litert"
+
+    def _load(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(self.artifact.path), num_threads=self.threads)
+        self.interpreter.allocate_tensors()
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+        self.precision = np.dtype(self._in["dtype"]).name if self._in["dtype"] != np.float32 else "fp32"
+
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+        # Integer I/O: quantize with the tensor's own (scale, zero_point), never a guessed one.
+        scale, zero = self._in["quantization"]
+        if self._in["dtype"] != np.float32 and scale:
+            info = np.iinfo(self._in["dtype"])
+            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(self._in["dtype"])
+        self.interpreter.set_tensor(self._in["index"], x)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self._out["index"])
+        scale, zero = self._out["quantization"]
+        if self._out["dtype"] != np.float32 and scale:
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+    def op_report(self) -> list[OpInfo]:
+        """Tensor element types by builtin op (from the interpreter's op details)."""
+        if not self._loaded:
+            self.load()
+        tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
+        counts: Counter[tuple[str, str]] = Counter()
+        for op in self.interpreter._get_ops_details():  # noqa: SLF001 - the only op listing LiteRT exposes
+            outs = [i for i in op.get("outputs", []) if i in tensors]
+            prec = np.dtype(tensors[outs[0]]["dtype"]).name if outs else "unknown"
+            counts[(op["op_name"], prec)] += 1
+        return [OpInfo(op=op, precision=p, count=n) for (op, p), n in sorted(counts.items())]
