@@ -1,5 +1,6 @@
 """``edgeship`` command line. Exit codes: 0 ok · 1 internal · 2 bad recipe/arguments · 3 unsupported ops ·
-4 validation gate failed · 5 corrupt or untrusted input."""
+4 validation gate failed · 5 corrupt or untrusted input.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from pipeline.errors import EXIT_CONFIG, EXIT_GATE, EXIT_INTERNAL, EXIT_OK, EdgeshipError
+from pipeline.errors import EXIT_GATE, EXIT_INTERNAL, EXIT_OK, EdgeshipError
 
 PHASES = {
     "run": ("export", "validate", "profile"),

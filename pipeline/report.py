@@ -93,7 +93,8 @@ def render_html(report: dict[str, Any]) -> str:
     m = r["model"]
     parts.append("<h2>Model and data</h2>" + _table(["field", "value"], [
         ["source", m["source"]], ["weights", m["weights"] or "(as built)"], ["parameters", m["parameters"]],
-        ["input shape", m["input_spec"]["shape"]], ["mean / std", f"{m['input_spec']['mean']} / {m['input_spec']['std']}"],
+        ["input shape", m["input_spec"]["shape"]],
+        ["mean / std", f"{m['input_spec']['mean']} / {m['input_spec']['std']}"],
         ["validation data", r["data"]["validation"]], ["reference accuracy", r["reference"]["accuracy"]],
         ["reference tied top-1", r["reference"]["health"]["tied_fraction"]],
         ["reference classes predicted", r["reference"]["health"]["predicted_classes"]]]))

@@ -24,7 +24,14 @@ from calibration.splits import Splits, make_splits
 from exporters import get_exporter
 from exporters.artifact import Artifact, InputSpec
 from exporters.base import ExportContext
-from pipeline._io import atomic_path, atomic_write_json, atomic_write_text, captured_output, clean_stale_temporaries, sha256_file
+from pipeline._io import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    captured_output,
+    clean_stale_temporaries,
+    sha256_file,
+)
 from pipeline.environment import host_info, library_versions
 from pipeline.errors import ConfigError
 from pipeline.gates import evaluate_gates

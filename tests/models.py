@@ -1,0 +1,18 @@
+"""Model factories used by tests through the ``package.module:factory`` source form."""
+
+from torch import nn
+
+
+def fixed_ten_classes(num_classes: int = 10) -> nn.Module:
+    """Always 10 outputs whatever ``num_classes`` says (to test the class-count check)."""
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(10))
+
+
+def zero_head(num_classes: int = 10) -> nn.Module:
+    """A CNN whose classifier is zero-initialised, like torchvision's ViT: every logit is 0."""
+    from pipeline.zoo import digits_cnn
+
+    model = digits_cnn(num_classes)
+    nn.init.zeros_(model[-1].weight)
+    nn.init.zeros_(model[-1].bias)
+    return model
