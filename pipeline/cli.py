@@ -1,5 +1,7 @@
-"""``edgeship`` command line. Exit codes: 0 ok · 1 internal · 2 bad recipe/arguments · 3 unsupported ops ·
-4 validation gate failed · 5 corrupt or untrusted input.
+"""``edgeship`` command line.
+
+Exit codes: 0 ok · 1 internal · 2 bad recipe/arguments · 3 unsupported ops · 4 validation gate failed ·
+5 corrupt or untrusted input.
 """
 
 from __future__ import annotations

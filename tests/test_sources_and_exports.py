@@ -1,0 +1,57 @@
+"""Model source forms, dynamic-batch export, and lean imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from exporters.artifact import InputSpec
+from exporters.base import ExportContext
+from exporters.onnx import export_onnx
+from pipeline.models import build_model
+from pipeline.zoo import digits_cnn
+from targets.onnxruntime import OnnxRuntimeTarget
+
+
+def test_pt2_source_round_trips(tmp_path):
+    model = digits_cnn().eval()
+    x = torch.rand(1, 1, 16, 16)
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(model, (x,)), str(path))
+    loaded = build_model(str(path), 10)
+    assert torch.allclose(loaded(x), model(x))
+
+
+def test_file_factory_receives_num_classes(tmp_path):
+    f = tmp_path / "net.py"
+    f.write_text("from torch import nn\n\ndef make(num_classes):\n    return nn.Linear(4, num_classes)\n")
+    assert build_model(f"{f}:make", 7).out_features == 7
+
+
+def test_dynamic_batch_onnx_runs_whole_batches(tmp_path):
+    model = digits_cnn().eval()
+    spec = InputSpec(shape=(1, 1, 16, 16), mean=(0.5,), std=(0.5,), num_classes=10)
+    artifact = export_onnx(model, spec, ExportContext(tmp_path, tmp_path / "logs"), dynamic_batch=True)
+    assert artifact.batch == -1
+    x = np.random.default_rng(0).random((37, 1, 16, 16), dtype=np.float32)
+    out = OnnxRuntimeTarget(artifact, threads=1).run(x)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert out.shape == (37, 10) and np.abs(out - ref).max() < 1e-4
+
+
+def test_importing_edgeship_does_not_load_runtimes():
+    code = ("import sys, pipeline, pipeline.cli, pipeline.recipe, exporters, targets, calibration\n"
+            "heavy = [m for m in ('tensorflow', 'openvino', 'onnxruntime', 'litert_torch', 'ai_edge_litert', 'torch')"
+            " if m in sys.modules]\nprint(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_demo_recipe_is_found():
+    from pipeline.cli import demo_recipe
+
+    assert demo_recipe().name == "digits.yaml"
