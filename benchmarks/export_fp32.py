@@ -23,7 +23,8 @@ def recipe(model: str, threads: int, runs: int) -> dict:
         "model": {"source": f"torchvision:{model}",
                   "input": {"shape": [1, 3, 224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                             "num_classes": 10}},
-        "data": {"calibration": {"source": "digits", "samples": 32}, "validation": {"source": "digits", "samples": 200}},
+        "data": {"calibration": {"source": "digits", "samples": 32},
+                 "validation": {"source": "digits", "samples": 200}},
         "profile": {"threads": threads, "warmup": 10, "runs": runs},
     }
 
