@@ -18,6 +18,13 @@ class ExportContext:
     out_dir: Path  # the run's artifacts/ directory
     log_dir: Path  # converter logs land here (one file per format)
     onnx_path: Path | None = None  # set once the ONNX exporter has succeeded (OpenVINO may start from it)
+    quantizer: Any = None  # the PT2E quantizer when the model is a converted PT2E graph
+
+
+def eval_mode(model: Any) -> Any:
+    """Put ``model`` in eval mode and return it (PT2E graphs' patched ``eval()`` returns None)."""
+    model.eval()
+    return model
 
 
 def example_input(spec: InputSpec) -> Any:
@@ -26,6 +33,16 @@ def example_input(spec: InputSpec) -> Any:
 
     g = torch.Generator().manual_seed(0)
     return torch.rand(spec.shape, generator=g)
+
+
+def dynamic_batch_shapes(model: Any, max_batch: int = 1024) -> dict[str, Any]:
+    """``torch.export`` dynamic shapes marking dim 0 of the forward's first argument as the batch."""
+    import inspect
+
+    import torch
+
+    first = next(iter(inspect.signature(model.forward).parameters))
+    return {first: {0: torch.export.Dim("batch", min=1, max=max_batch)}}
 
 
 def finish_artifact(fmt: str, path: Path, files: list[Path], spec: InputSpec, batch: int, converter: str,

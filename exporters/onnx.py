@@ -7,7 +7,8 @@ from importlib.metadata import version
 from typing import Any
 
 from exporters.artifact import INPUT_NAME, OUTPUT_NAME, Artifact, InputSpec
-from exporters.base import ExportContext, example_input, finish_artifact, tail
+from exporters.base import ExportContext, dynamic_batch_shapes, eval_mode, example_input, finish_artifact, tail
+from exporters.onnx_qdq import fold_weight_qdq
 from pipeline._io import atomic_path, captured_output
 from pipeline.errors import ExportError
 
@@ -21,25 +22,31 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18
     ``torch.onnx.export(dynamo=True)`` writes weights to a side file by default; ``external_data=False``
     keeps one self-contained file, which is what a device team expects (models under 2 GB).
     The ``InputSpec`` is embedded as metadata so any consumer can preprocess exactly as the reference did.
+    A quantized (PT2E) model is exported at opset >= 21 and its weight Q/DQ chains are folded into integer
+    initializers (INT4 where the range fits), see ``onnx_qdq.py``.
     """
     import onnx
     import torch
 
     started = time.perf_counter()
+    quantized = ctx.quantizer is not None
+    if quantized:
+        opset = max(opset, 21)
     path = ctx.out_dir / "model.onnx"
     log = ctx.log_dir / "onnx.log"
     x = example_input(spec)
-    dynamic_shapes = ({"x": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None)
+    dynamic_shapes = dynamic_batch_shapes(model) if dynamic_batch else None
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     try:
         with atomic_path(path) as tmp, captured_output(log):
             program = torch.onnx.export(
-                model.eval(), (x,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                opset_version=opset, external_data=params >= TWO_GB, dynamic_shapes=_named(model, dynamic_shapes),
+                eval_mode(model), (x,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                opset_version=opset, external_data=params >= TWO_GB, dynamic_shapes=dynamic_shapes,
                 optimize=True, verbose=False,
             )
             program.save(str(tmp), external_data=params >= TWO_GB)
             proto = onnx.load(str(tmp), load_external_data=False)
+            folded = fold_weight_qdq(proto) if quantized else {}
             meta = {p.key: p.value for p in proto.metadata_props}
             meta.update({"edgeship.input_spec": spec.to_json(), "edgeship.producer": "edgeship"})
             onnx.helper.set_model_props(proto, meta)
@@ -55,16 +62,7 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18
     return finish_artifact(
         "onnx", path, [path], spec, -1 if dynamic_batch else spec.batch, f"torch.onnx {version('torch')}",
         started, {"opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-                  "ir_version": proto.ir_version, "onnx": version("onnx")},
+                  "ir_version": proto.ir_version, "onnx": version("onnx"),
+                  **({"weight_folding": folded} if quantized else {})},
         [i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
     )
-
-
-def _named(model: Any, dynamic_shapes: dict[str, Any] | None) -> Any:
-    # torch.export keys dynamic shapes by the forward's argument name, which differs between models.
-    if dynamic_shapes is None:
-        return None
-    import inspect
-
-    first = next(iter(inspect.signature(model.forward).parameters))
-    return {first: dynamic_shapes["x"]}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters.artifact import INPUT_NAME, OUTPUT_NAME, Artifact, InputSpec
-from exporters.base import ExportContext, example_input, finish_artifact, tail
+from exporters.base import ExportContext, eval_mode, example_input, finish_artifact, tail
 from pipeline._io import atomic_path, captured_output
 from pipeline.errors import ExportError, RuntimeUnavailableError
 
@@ -33,11 +33,15 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, source: str
     errors: list[str] = []
     ov_model, used = None, None
     order = {"auto": ["exported_program", "onnx"], "exported_program": ["exported_program"], "onnx": ["onnx"]}[source]
+    if ctx.quantizer is not None:
+        # The folded QDQ ONNX carries the PT2E integers (FakeQuantize levels = 2^bits after conversion);
+        # converting the PT2E graph directly would see the float weights again.
+        order = ["onnx"]
     for attempt in order:
         try:
             with captured_output(log):
                 if attempt == "exported_program":
-                    program = torch.export.export(model.eval(), (example_input(spec),))
+                    program = torch.export.export(eval_mode(model), (example_input(spec),))
                     ov_model = ov.convert_model(program)
                 else:
                     if ctx.onnx_path is None or not Path(ctx.onnx_path).is_file():

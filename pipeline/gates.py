@@ -52,11 +52,13 @@ def evaluate_gates(metrics: dict[str, Any], health: dict[str, Any], cfg: GateCon
     results.append(GateResult("top1_agreement_min", agree, cfg.top1_agreement_min, ok, detail))
 
     rel = metrics["rel_max_err"]
-    ok = rel <= cfg.rel_max_err_max
-    results.append(GateResult(
-        "rel_max_err_max", rel, cfg.rel_max_err_max, ok,
-        f"relative max error {rel:.3g} {'<=' if ok else '>'} {cfg.rel_max_err_max:g}"
-        + ("" if ok else f" ({rel / cfg.rel_max_err_max:.1f}x over; max abs error {metrics['max_abs_err']:.3g})")))
+    if cfg.rel_max_err_max is not None:
+        ok = rel <= cfg.rel_max_err_max
+        over = rel / cfg.rel_max_err_max if cfg.rel_max_err_max else float("inf")
+        results.append(GateResult(
+            "rel_max_err_max", rel, cfg.rel_max_err_max, ok,
+            f"relative max error {rel:.3g} {'<=' if ok else '>'} {cfg.rel_max_err_max:g}"
+            + ("" if ok else f" ({over:.1f}x over; max abs error {metrics['max_abs_err']:.3g})")))
 
     nf = metrics["non_finite"]
     ok = nf <= cfg.non_finite_max

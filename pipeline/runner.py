@@ -23,7 +23,7 @@ import yaml
 from calibration.splits import Splits, make_splits
 from exporters import get_exporter
 from exporters.artifact import Artifact, InputSpec
-from exporters.base import ExportContext
+from exporters.base import ExportContext, eval_mode
 from pipeline._io import (
     atomic_path,
     atomic_write_json,
@@ -177,8 +177,8 @@ class Runner:
         return splits
 
     # -- stages ----------------------------------------------------------------------------------------------
-    def run_stages(self, state: ModelState, splits: Splits) -> list[dict[str, Any]]:
-        """Run (or reuse, with --resume) each stage in order."""
+    def run_stages(self, state: ModelState, splits: Splits) -> tuple[ModelState, list[dict[str, Any]]]:
+        """Run (or reuse, with --resume) each stage in order; return the final state and the stage records."""
         from safetensors.torch import load_file, save_file
 
         weights_hash = sha256_file(Path(self.recipe.model.weights)) if self.recipe.model.weights else None
@@ -186,6 +186,7 @@ class Runner:
                                "spec": state.spec.to_dict(), "seed": self.recipe.seed})
         data_key = [splits.train.fingerprint(), splits.calibration.fingerprint(), splits.validation.fingerprint()]
         records = []
+        reusable = self.resume
         for i, spec in enumerate(self.recipe.stages, start=1):
             stage = build_stage(spec.model_dump(), f"stages.{i - 1}")
             key = _hash_json({"stage": stage.config.model_dump(), "input": prev_key, "data": data_key,
@@ -193,7 +194,10 @@ class Runner:
             workdir = self.run_dir / "stages" / f"{i:02d}-{stage.name}"
             weights = workdir / "model.safetensors"
             cached = self.manifest.previous_stages.get(key)
-            if self.resume and cached and self.manifest.verified(cached):
+            # A stage whose output is a new graph (quantize) is not restored from a state_dict yet: it and every
+            # stage after it re-run.
+            reusable = reusable and stage.reusable
+            if reusable and cached and self.manifest.verified(cached):
                 state.model.load_state_dict(load_file(str(weights)))
                 state.model.eval()
                 entry = {**cached, "reused": True}
@@ -220,29 +224,31 @@ class Runner:
             state.history.append({"stage": stage.name, "metrics": entry["metrics"]})
             records.append(entry)
             prev_key = key
-        return records
+        return state, records
 
     # -- export, validate, profile ---------------------------------------------------------------------------
-    def export(self, model: torch.nn.Module, spec: InputSpec) -> dict[str, Artifact]:
-        """Write every requested format; each artifact appears only once complete."""
+    def export(self, model: torch.nn.Module, spec: InputSpec, quantizer: Any = None,
+               subdir: str = "artifacts") -> dict[str, Artifact]:
+        """Write every requested format under ``subdir``; each artifact appears only once complete."""
         exp = self.recipe.export
-        ctx = ExportContext(out_dir=self.run_dir / "artifacts", log_dir=self.run_dir / "logs")
+        ctx = ExportContext(out_dir=self.run_dir / subdir, log_dir=self.run_dir / "logs", quantizer=quantizer)
         options: dict[str, dict[str, Any]] = {
             "onnx": {"opset": exp.onnx.opset, "dynamic_batch": exp.dynamic_batch},
-            "tflite": {},
+            "tflite": {"int8_io": exp.tflite.int8_io},
             "openvino": {"source": exp.openvino.source, "compress_to_fp16": exp.openvino.compress_to_fp16,
                          "dynamic_batch": exp.dynamic_batch},
         }
         artifacts = {}
         for fmt in exp.formats:
-            self.log(f"export {fmt}: converting")
+            self.log(f"export {fmt}: converting" + ("" if subdir == "artifacts" else f" ({subdir})"))
             artifact = get_exporter(fmt)(model, spec, ctx, **options[fmt])
             for f in artifact.files:
                 self.manifest.record_file(f)
-            self.manifest.data["artifacts"][fmt] = artifact.to_dict(self.run_dir)
+            key = fmt if subdir == "artifacts" else f"{subdir.removeprefix('artifacts/')}/{fmt}"
+            self.manifest.data["artifacts"][key] = artifact.to_dict(self.run_dir)
             self.manifest.save()
-            self.log(f"export {fmt}: {artifact.size_bytes / 1e6:.2f} MB in {artifact.export_seconds:.1f} s "
-                     f"({artifact.converter})")
+            self.log(f"export {fmt}{'' if subdir == 'artifacts' else ' (' + subdir + ')'}: "
+                     f"{artifact.size_bytes / 1e6:.2f} MB in {artifact.export_seconds:.1f} s ({artifact.converter})")
             artifacts[fmt] = artifact
         return artifacts
 
@@ -267,14 +273,21 @@ class Runner:
             target.load()
         return target
 
-    def validate(self, target: Any, splits: Splits, ref: np.ndarray, health: dict[str, Any], gated: bool
-                 ) -> dict[str, Any]:
-        """Run the validation split on ``target`` and compare with the reference."""
+    def validate(self, target: Any, splits: Splits, ref: np.ndarray, health: dict[str, Any], gated: bool,
+                 float_ref: np.ndarray | None = None) -> dict[str, Any]:
+        """Run the validation split on ``target``; compare with the reference (and the float model, if quantized)."""
         out = target.run(splits.validation.x)
         metrics = compare(out, ref, splits.validation.y)
-        gates = evaluate_gates(metrics, health, self.recipe.validate_.gates)
-        return {"metrics": metrics, "gates": [g.to_dict() for g in gates],
-                "status": ("pass" if all(g.passed for g in gates) else "fail") if gated else "info"}
+        cfg = self.recipe.validate_.quantized_gates if float_ref is not None else self.recipe.validate_.gates
+        gates = evaluate_gates(metrics, health, cfg)
+        result = {"metrics": metrics, "gates": [g.to_dict() for g in gates],
+                  "status": ("pass" if all(g.passed for g in gates) else "fail") if gated else "info"}
+        if float_ref is not None:
+            vs_float = compare(out, float_ref, splits.validation.y)
+            result["metrics_vs_float"] = {k: vs_float[k] for k in (
+                "top1_agreement", "mismatch", "mismatch_when_reference_correct", "rel_max_err", "cosine",
+                "sqnr_db", "accuracy") if k in vs_float}
+        return result
 
     def profile_pytorch(self, model: torch.nn.Module, spec: InputSpec) -> dict[str, Any]:
         """PyTorch eager fp32 latency under the same thread count: the baseline of every ratio."""
@@ -287,6 +300,18 @@ class Runner:
                 return time_callable(lambda: model(x), p.warmup, p.runs, p.threads, spec.batch).to_dict()
         finally:
             torch.set_num_threads(previous)
+
+    def quantization_summary(self, state: ModelState, artifacts: dict[str, Artifact],
+                             fp32_artifacts: dict[str, Artifact]) -> dict[str, Any]:
+        """Bit widths per layer and each artifact's size against fp32 (its exported twin, else the weights)."""
+        float_model = state.extras["float_model"]
+        fp32_bytes = sum(p.numel() * 4 for p in float_model.parameters())
+        sizes = {}
+        for fmt, a in artifacts.items():
+            base = fp32_artifacts[fmt].size_bytes if fmt in fp32_artifacts else fp32_bytes
+            sizes[fmt] = {"bytes": a.size_bytes, "fp32_bytes": base, "ratio_vs_fp32": round(a.size_bytes / base, 4),
+                          "fp32_basis": "exported fp32 twin" if fmt in fp32_artifacts else "fp32 parameter bytes"}
+        return {"bits": [vars(b) for b in state.extras["bits"]], "sizes": sizes}
 
     # -- the whole run -----------------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -305,33 +330,48 @@ class Runner:
             self.log(f"data: validation {len(splits.validation)} samples ({splits.validation.origin}); "
                      f"calibration {len(splits.calibration)}; train {len(splits.train)}")
             state = ModelState(model=model, spec=spec)
-            stages = self.run_stages(state, splits)
-            model = state.model.eval()
+            state, stages = self.run_stages(state, splits)
+            model = eval_mode(state.model)
+            float_model = state.extras.get("float_model")
+            quantizer = state.extras.get("quantizer")
             ref = predict(model, splits.validation.x, recipe.data.batch_size)
+            float_ref = predict(float_model, splits.validation.x, recipe.data.batch_size) if quantizer else None
             health = reference_health(ref)
             if health["single_class"] and not health["constant"]:
                 self.notes.append("the reference predicts one class for every validation sample: top-1 agreement "
                                   "is weak evidence; the error gates carry the weight")
             results: list[dict[str, Any]] = []
-            artifacts = self.export(model, spec) if "export" in self.phases else {}
+            artifacts = self.export(model, spec, quantizer) if "export" in self.phases else {}
+            profiling = "profile" in self.phases and recipe.profile.enabled
+            fp32_artifacts = (self.export(float_model, spec, subdir="artifacts/fp32")
+                              if quantizer and profiling and recipe.profile.compare_fp32 and artifacts else {})
             pytorch_latency = None
-            if "profile" in self.phases and recipe.profile.enabled:
+            if profiling:
                 self.log("profile pytorch (eager fp32)")
-                pytorch_latency = self.profile_pytorch(model, spec)
+                pytorch_latency = self.profile_pytorch(float_model if quantizer else model, spec)
             for label, artifact, options, gated in self.targets_for(artifacts):
                 target = self.load_target(label, artifact, options)
                 entry: dict[str, Any] = {"target": label, "format": artifact.format, "precision": target.precision,
+                                         **({"precision_hint": target.precision_hint}
+                                            if hasattr(target, "precision_hint") else {}),
                                          "gated": gated, "threads": target.threads,
                                          "ops": [vars(o) for o in target.op_report()]}
                 if "validate" in self.phases and recipe.validate_.enabled:
                     self.log(f"validate {label}: {len(splits.validation)} samples")
-                    entry.update(self.validate(target, splits, ref, health, gated))
-                if "profile" in self.phases and recipe.profile.enabled:
+                    entry.update(self.validate(target, splits, ref, health, gated, float_ref))
+                if profiling:
                     self.log(f"profile {label}: {recipe.profile.runs} runs, {recipe.profile.threads} threads")
                     sample = splits.validation.x[: max(artifact.batch, 1)]
                     entry["latency"] = target.profile(sample, recipe.profile.warmup, recipe.profile.runs).to_dict()
                     if pytorch_latency:
                         entry["speedup_vs_pytorch"] = round(pytorch_latency["p50"] / entry["latency"]["p50"], 3)
+                    if artifact.format in fp32_artifacts:
+                        twin = self.load_target(label, fp32_artifacts[artifact.format], options)
+                        self.log(f"profile {label} fp32 twin ({twin.precision})")
+                        entry["fp32_latency"] = twin.profile(sample, recipe.profile.warmup,
+                                                             recipe.profile.runs).to_dict()
+                        entry["fp32_precision"] = twin.precision
+                        entry["speedup_vs_fp32"] = round(entry["fp32_latency"]["p50"] / entry["latency"]["p50"], 3)
                 results.append(entry)
         except BaseException:
             self.manifest.save(status="error")
@@ -353,10 +393,12 @@ class Runner:
                       "input_spec": spec.to_dict()},
             "data": {"validation": splits.validation.origin, "calibration": splits.calibration.origin,
                      "validation_samples": len(splits.validation), "labels": splits.validation.y is not None},
-            "reference": {"kind": "pytorch eager fp32", "health": health,
+            "quantization": self.quantization_summary(state, artifacts, fp32_artifacts) if quantizer else None,
+            "reference": {"kind": "PT2E quantized model (second reference: float model)" if quantizer
+                          else "pytorch eager fp32", "health": health,
                           "accuracy": (float(np.mean(ref.argmax(1) == splits.validation.y))
                                        if splits.validation.y is not None else None)},
-            "gate_config": recipe.validate_.gates.model_dump(),
+            "gate_config": (recipe.validate_.quantized_gates if quantizer else recipe.validate_.gates).model_dump(),
             "stages": [{k: v for k, v in s.items() if k != "files"} for s in stages],
             "artifacts": {fmt: a.to_dict(self.run_dir) for fmt, a in artifacts.items()},
             "pytorch_latency": pytorch_latency,

@@ -63,6 +63,25 @@ class OpInfo:
     precision: str
     count: int = 1
     device: str = "CPU"
+    compute: bool = False  # a Conv/MatMul/Gemm/FullyConnected kernel: what "precision" is about
+
+INTEGER_PRECISIONS = {"int8", "uint8", "u8", "i8", "int4", "u4", "i4", "int16", "i16"}
+
+
+def summarize_precision(ops: list[OpInfo]) -> str:
+    """One word for what the compute kernels ran at: ``int8``, ``fp32``, ``bf16`` or ``mixed (k/n int8)``."""
+    compute = [o for o in ops if o.compute]
+    if not compute:
+        return "unknown"
+    total = sum(o.count for o in compute)
+    integer = sum(o.count for o in compute if o.precision in INTEGER_PRECISIONS)
+    if integer == total:
+        return "int8"
+    if integer == 0:
+        kinds = {o.precision for o in compute}
+        names = {"float32": "fp32", "f32": "fp32", "bf16": "bf16", "f16": "fp16", "float16": "fp16"}
+        return "/".join(sorted(names.get(k, k) for k in kinds))
+    return f"mixed ({integer}/{total} int8)"
 
 
 class InputMismatch(ConfigError):
@@ -101,6 +120,7 @@ class Target(ABC):
         except Exception as e:
             raise ArtifactError(f"{self.name} could not load {self.artifact.path}: {type(e).__name__}: {e}") from e
         self._loaded = True
+        self.precision = summarize_precision(self.op_report())
         return self
 
     def run(self, x: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ import numpy as np
 
 from targets.base import OpInfo, Target
 
+COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D"}
+
 
 class LiteRTTarget(Target):
     """Runs ``.tflite`` with LiteRT; XNNPACK is applied by default for float and int8 graphs."""
@@ -27,7 +29,6 @@ class LiteRTTarget(Target):
         self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
-        self.precision = np.dtype(self._in["dtype"]).name if self._in["dtype"] != np.float32 else "fp32"
 
     def _run_chunk(self, x: np.ndarray) -> np.ndarray:
         # Integer I/O: quantize with the tensor's own (scale, zero_point), never a guessed one.
@@ -45,12 +46,13 @@ class LiteRTTarget(Target):
 
     def op_report(self) -> list[OpInfo]:
         """Tensor element types by builtin op (from the interpreter's op details)."""
-        if not self._loaded:
-            self.load()
         tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
         counts: Counter[tuple[str, str]] = Counter()
         for op in self.interpreter._get_ops_details():  # noqa: SLF001 - the only op listing LiteRT exposes
+            # The weight (input 1) type decides the kernel for conv/FC; otherwise the output's type.
+            ins = [i for i in op.get("inputs", []) if i in tensors]
             outs = [i for i in op.get("outputs", []) if i in tensors]
-            prec = np.dtype(tensors[outs[0]]["dtype"]).name if outs else "unknown"
+            key = ins[1] if op["op_name"] in COMPUTE_OPS and len(ins) > 1 else (outs[0] if outs else None)
+            prec = np.dtype(tensors[key]["dtype"]).name if key is not None else "unknown"
             counts[(op["op_name"], prec)] += 1
-        return [OpInfo(op=op, precision=p, count=n) for (op, p), n in sorted(counts.items())]
+        return [OpInfo(op=op, precision=p, count=n, compute=op in COMPUTE_OPS) for (op, p), n in sorted(counts.items())]

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
-from typing import Any
 
 import numpy as np
 
 from targets.base import OpInfo, Target
+
+# Kernels onnxruntime runs in integer arithmetic after its QDQ fusions; a Conv/Gemm/MatMul left in the optimized
+# graph means that layer fell back to float (its DequantizeLinear ran first).
+INTEGER_KERNELS = {"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat",
+                   "DynamicQuantizeMatMul", "QLinearConvTranspose", "MatMulNBits"}
+FLOAT_KERNELS = {"Conv", "FusedConv", "NchwcConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "ConvTranspose"}
 
 
 class OnnxRuntimeTarget(Target):
@@ -25,32 +32,33 @@ class OnnxRuntimeTarget(Target):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._so = so
-        self.session = ort.InferenceSession(str(self.artifact.path), so, providers=["CPUExecutionProvider"])
+        # Keep the graph after onnxruntime's own fusions: it says which kernels really run.
+        fd, optimized = tempfile.mkstemp(suffix=".onnx")
+        os.close(fd)
+        so.optimized_model_filepath = optimized
+        try:
+            self.session = ort.InferenceSession(str(self.artifact.path), so, providers=["CPUExecutionProvider"])
+            self._kernels = self._read_kernels(optimized)
+        finally:
+            os.unlink(optimized)
         self._input = self.session.get_inputs()[0].name
-        self.precision = self._weight_precision()
 
     def _run_chunk(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: x})[0]
 
-    def _weight_precision(self) -> str:
+    @staticmethod
+    def _read_kernels(path: str) -> Counter[str]:
         import onnx
 
-        model = onnx.load(str(self.artifact.path), load_external_data=False)
-        dtypes = {onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name for t in model.graph.initializer}
-        return "fp32" if dtypes <= {"float32", "int64", "int32"} else "+".join(sorted(dtypes))
+        try:
+            return Counter(n.op_type for n in onnx.load(path, load_external_data=False).graph.node)
+        except Exception:  # an optimized graph with contrib layouts may not reload; the op list is still useful
+            return Counter()
 
     def op_report(self) -> list[OpInfo]:
-        """Node types of the graph onnxruntime executes, with their output element types."""
-        import onnx
-
-        model = onnx.load(str(self.artifact.path), load_external_data=False)
-        counts: Counter[tuple[str, str]] = Counter()
-        inferred = onnx.shape_inference.infer_shapes(model)
-        elem: dict[str, Any] = {v.name: v.type.tensor_type.elem_type for v in
-                                [*inferred.graph.value_info, *inferred.graph.output]}
-        for node in model.graph.node:
-            t = elem.get(node.output[0]) if node.output else None
-            prec = onnx.helper.tensor_dtype_to_np_dtype(t).name if t else "float32"
-            counts[(node.op_type, prec)] += 1
-        return [OpInfo(op=op, precision=p, count=n) for (op, p), n in sorted(counts.items())]
+        """Node types of the graph after onnxruntime's optimisations (fused integer kernels vs float)."""
+        ops = []
+        for op, n in sorted(self._kernels.items()):
+            precision = "int8" if op in INTEGER_KERNELS else "float32"
+            ops.append(OpInfo(op=op, precision=precision, count=n, compute=op in INTEGER_KERNELS | FLOAT_KERNELS))
+        return ops

@@ -14,6 +14,8 @@ import numpy as np
 
 from targets.base import OpInfo, Target
 
+COMPUTE_OPS = {"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"}
+
 
 class OpenVINOTarget(Target):
     """Runs OpenVINO IR (``.xml`` + ``.bin``) on ``CPU`` with a fixed thread count and the latency hint."""
@@ -32,7 +34,7 @@ class OpenVINOTarget(Target):
         model = self.core.read_model(str(self.artifact.path))
         self.compiled = self.core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.precision_hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
     def _run_chunk(self, x: np.ndarray) -> np.ndarray:
         self.request.infer({0: x}, share_inputs=True)
@@ -40,8 +42,6 @@ class OpenVINOTarget(Target):
 
     def op_report(self) -> list[OpInfo]:
         """Runtime precision of every executed layer, from the compiled model's execution graph."""
-        if not self._loaded:
-            self.load()
         counts: Counter[tuple[str, str]] = Counter()
         for op in self.compiled.get_runtime_model().get_ordered_ops():
             rt = op.get_rt_info()
@@ -50,4 +50,4 @@ class OpenVINOTarget(Target):
             if layer in ("Input", "Output", "Parameter", "Result", "Const"):
                 continue
             counts[(layer, prec)] += 1
-        return [OpInfo(op=op, precision=p, count=n) for (op, p), n in sorted(counts.items())]
+        return [OpInfo(op=op, precision=p, count=n, compute=op in COMPUTE_OPS) for (op, p), n in sorted(counts.items())]

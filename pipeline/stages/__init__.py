@@ -8,10 +8,12 @@ from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.stages.base import Stage, StageConfig
+from pipeline.stages.quantize import QuantizeStage
 from pipeline.stages.train import TrainStage
 
 STAGES: dict[str, type[Stage]] = {
     TrainStage.name: TrainStage,
+    QuantizeStage.name: QuantizeStage,
 }
 
 

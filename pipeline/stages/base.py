@@ -29,6 +29,14 @@ class ModelState:
     model: torch.nn.Module
     spec: InputSpec
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Set by the quantize stage: "float_model" (second reference), "quantizer" (for the TFLite lowering),
+    # "bits" (per-layer bit widths).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quantized(self) -> bool:
+        """True once a quantize stage has produced a PT2E graph."""
+        return "quantizer" in self.extras
 
 
 @dataclass
@@ -55,6 +63,7 @@ class Stage:
 
     name: ClassVar[str]
     config_cls: ClassVar[type[StageConfig]]
+    reusable: ClassVar[bool] = True  # --resume may restore its output from the saved state_dict
 
     def __init__(self, config: StageConfig) -> None:
         self.config = config

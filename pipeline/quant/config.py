@@ -1,0 +1,129 @@
+"""The quantize stage's typed config and per-layer bit-width resolution (regex overrides, first match wins)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from pipeline.stages.base import StageConfig
+
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+class LayerOverride(BaseModel):
+    """Bits for every quantizable layer whose module name matches ``match`` (a regex, ``re.search``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    match: str
+    weight_bits: int | None = Field(default=None, ge=2, le=8)
+    act_bits: int | None = Field(default=None, ge=4, le=8)
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            msg = f"not a valid regular expression ({e})"
+            raise ValueError(msg) from None
+        return v
+
+
+class CalibrationOptions(BaseModel):
+    """Post-training calibration on the recipe's calibration split."""
+
+    model_config = ConfigDict(extra="forbid")
+    estimator: Literal["minmax", "percentile", "mse"] = "minmax"
+    percentile: float = Field(default=99.99, gt=50, le=100)
+    samples: int = Field(default=256, ge=1, description="calibration samples used (from the calibration split)")
+
+
+class QATOptions(BaseModel):
+    """Quantization-aware training with LSQ step sizes, distilled from the float model."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    temperature: float = Field(default=1.0, gt=0, description="KD temperature (loss is T^2 * KL)")
+    label_weight: float = Field(default=0.0, ge=0, description="weight of cross-entropy on labels (0 = label-free)")
+
+
+class QuantizeConfig(StageConfig):
+    """Weights 2-8 bits symmetric (per channel by default), activations 4-8 bits per tensor."""
+
+    mode: Literal["ptq", "qat"] = "ptq"
+    weight_bits: int = Field(default=8, ge=2, le=8)
+    act_bits: int = Field(default=8, ge=4, le=8)
+    act_signed: bool = Field(default=True, description="int8 container (signed, affine) or uint8 (unsigned)")
+    per_channel: bool = True
+    weight_range: Literal["restricted", "full"] = Field(
+        default="restricted", description="restricted: [-(2^(b-1)-1), 2^(b-1)-1]; full: [-2^(b-1), 2^(b-1)-1]")
+    keep_first_last_8bit: bool = Field(default=True, description="first conv and classifier stay at 8 bits")
+    overflow_fix: Literal["auto", "enable", "disable"] = Field(
+        default="auto", description="store 8-bit weights in 7 bits (+-63) so u8s8 int8 kernels on x86 CPUs "
+                                    "without VNNI cannot saturate; auto: enable when this CPU lacks VNNI")
+    overrides: list[LayerOverride] = Field(default_factory=list)
+    calibration: CalibrationOptions = CalibrationOptions()
+    qat: QATOptions = QATOptions()
+
+
+def cpu_needs_overflow_fix() -> bool:
+    """True on x86 CPUs without VNNI/AMX: their u8s8 int8 dot products saturate int16 with 8-bit weights."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+@dataclass(frozen=True)
+class LayerBits:
+    """Resolved bit widths of one quantizable layer and why."""
+
+    name: str
+    kind: str
+    weight_bits: int
+    act_bits: int
+    reason: str
+
+
+def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv/Linear modules in definition order (the order torchvision and most models run them in)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
+
+
+def resolve_bits(model: nn.Module, cfg: QuantizeConfig) -> tuple[list[LayerBits], list[str]]:
+    """Bits per layer: global, then 8-bit first/last (if kept), then overrides (first match wins).
+
+    Returns the table and warnings (an override that matches no layer names the layers it could match).
+    """
+    layers = quantizable_layers(model)
+    first = next((n for n, m in layers if isinstance(m, nn.Conv1d | nn.Conv2d)), None)
+    last = layers[-1][0] if layers else None
+    table, used = [], [False] * len(cfg.overrides)
+    for name, module in layers:
+        wb, ab, reason = cfg.weight_bits, cfg.act_bits, "global"
+        if cfg.keep_first_last_8bit and name in (first, last):
+            wb, ab, reason = 8, max(cfg.act_bits, 8), "first conv" if name == first else "classifier"
+        for i, o in enumerate(cfg.overrides):
+            if re.search(o.match, name):
+                used[i] = True
+                wb = o.weight_bits if o.weight_bits is not None else wb
+                ab = o.act_bits if o.act_bits is not None else ab
+                reason = f"override {o.match!r}"
+                break
+        table.append(LayerBits(name, type(module).__name__, wb, ab, reason))
+    names = ", ".join(n for n, _ in layers)
+    warnings = [f"quantize.overrides[{i}].match {o.match!r} matches no layer; layer names are: {names}"
+                for i, (o, u) in enumerate(zip(cfg.overrides, used, strict=True)) if not u]
+    return table, warnings

@@ -1,0 +1,79 @@
+"""`quantize`: post-training (PTQ) or quantization-aware (QAT, LSQ) quantization in PyTorch with PT2E.
+
+The result is a converted PT2E graph (float weights + Q/DQ nodes carrying every scale and zero point). It is
+the reference every exported artifact is validated against; the float model stays as the second reference.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from pipeline.errors import DataError
+from pipeline.metrics import top1_agreement
+from pipeline.quant.config import QuantizeConfig, resolve_bits
+from pipeline.stages.base import ModelState, Stage, StageContext, StageResult
+from pipeline.training import predict
+
+
+class QuantizeStage(Stage):
+    """Quantize weights (2-8 bits) and activations (4-8 bits) once; exporters lower exactly these integers."""
+
+    name = "quantize"
+    config_cls = QuantizeConfig
+    reusable = False  # its output is a PT2E graph, not a state_dict of the float model
+
+    def run(self, state: ModelState, ctx: StageContext) -> StageResult:
+        """Prepare with edgeship's quantizer, calibrate (PTQ) or train (QAT), convert."""
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+        from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+        from pipeline.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish, overflow_fix_enabled
+
+        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
+        calib = ctx.splits.calibration.x[: cfg.calibration.samples]
+        if len(calib) == 0:
+            raise DataError("quantize: the calibration split is empty (data.calibration.samples must be > 0)")
+        if not np.isfinite(calib).all():
+            raise DataError("quantize: the calibration data contains NaN or Inf values")
+        float_model = state.model.eval()
+        table, warnings = resolve_bits(float_model, cfg)
+        for w in warnings:
+            ctx.log(f"  warning: {w}")
+        quantizer = build_quantizer(cfg, table)
+        graph = dynamic_batch_export(float_model, torch.from_numpy(calib[:2]))
+        if cfg.mode == "ptq":
+            prepared = prepare_pt2e(graph, quantizer)  # folds BatchNorm into the convolutions
+            calibrate(prepared, calib)
+            history = []
+        else:
+            from pipeline.quant.qat import train_qat
+
+            _fuse_conv_bn_(graph)  # fold BN first: LSQ then learns steps for the weights that will ship
+            prepared = prepare_qat_pt2e(graph, quantizer)
+            allow_exported_model_train_eval(prepared)
+            with torch.no_grad():  # LSQ initialises its steps on the first batch
+                prepared(torch.from_numpy(ctx.splits.train.x[: cfg.qat.batch_size]))
+            history = train_qat(prepared, float_model, ctx.splits.train.x, ctx.splits.train.y,
+                                ctx.splits.validation.x, cfg.qat, ctx.seed, ctx.workdir, ctx.log)
+        converted = finish(prepared)
+        float_val = predict(float_model, ctx.splits.validation.x)
+        quant_val = predict(converted, ctx.splits.validation.x)
+        new_state = ModelState(model=converted, spec=state.spec, history=state.history,
+                               extras={**state.extras, "float_model": copy.deepcopy(float_model),
+                                       "quantizer": quantizer, "bits": table})
+        metrics = {
+            "mode": cfg.mode,
+            "pt2e_agreement_with_float": top1_agreement(quant_val, float_val),
+            "calibration_samples": int(len(calib)),
+            "estimator": cfg.calibration.estimator if cfg.mode == "ptq" else "lsq",
+            "overflow_fix": overflow_fix_enabled(cfg),
+            "bits": [vars(b) for b in table],
+            "qat": history,
+        }
+        if ctx.splits.validation.y is not None:
+            metrics["pt2e_accuracy"] = float(np.mean(quant_val.argmax(1) == ctx.splits.validation.y))
+        return StageResult(state=new_state, metrics=metrics, notes=warnings)
