@@ -22,8 +22,14 @@ class ExportContext:
 
 
 def eval_mode(model: Any) -> Any:
-    """Put ``model`` in eval mode and return it (PT2E graphs' patched ``eval()`` returns None)."""
+    """Put ``model`` in eval mode and return it.
+
+    PT2E graphs' patched ``eval()`` rewrites their dropout/BN ops but returns None and leaves ``training`` set,
+    which converters read.
+    """
     model.eval()
+    for m in model.modules():
+        m.training = False
     return model
 
 

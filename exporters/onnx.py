@@ -15,8 +15,20 @@ from pipeline.errors import ExportError
 TWO_GB = 2 * 1024**3
 
 
+def strip_debug_metadata(proto: Any) -> None:
+    """Drop torch.onnx's per-node stack traces and doc strings.
+
+    They embed local file paths and can be a third of a small model's file.
+    """
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for value in [*proto.graph.value_info, *proto.graph.input, *proto.graph.output]:
+        del value.metadata_props[:]
+
+
 def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18,
-                dynamic_batch: bool = False) -> Artifact:
+                dynamic_batch: bool = False, int4_weights: bool = True) -> Artifact:
     """Export ``model`` to ``model.onnx`` (opset >= 18), run the checker and shape inference.
 
     ``torch.onnx.export(dynamo=True)`` writes weights to a side file by default; ``external_data=False``
@@ -46,7 +58,8 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18
             )
             program.save(str(tmp), external_data=params >= TWO_GB)
             proto = onnx.load(str(tmp), load_external_data=False)
-            folded = fold_weight_qdq(proto) if quantized else {}
+            folded = fold_weight_qdq(proto, int4=int4_weights) if quantized else {}
+            strip_debug_metadata(proto)
             meta = {p.key: p.value for p in proto.metadata_props}
             meta.update({"edgeship.input_spec": spec.to_json(), "edgeship.producer": "edgeship"})
             onnx.helper.set_model_props(proto, meta)

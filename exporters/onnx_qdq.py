@@ -37,8 +37,11 @@ def _axis(node: Any) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
 
-def fold_weight_qdq(model: Any) -> dict[str, Any]:
-    """Rewrite ``model`` in place; return counts of folded weights by stored type and bytes saved."""
+def fold_weight_qdq(model: Any, int4: bool = True) -> dict[str, Any]:
+    """Rewrite ``model`` in place; return counts of folded weights by stored type and bytes saved.
+
+    ``int4``: store weights whose range fits [-8, 7] as INT4; otherwise they stay in int8 containers.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -76,9 +79,9 @@ def fold_weight_qdq(model: Any) -> dict[str, Any]:
             lo = max(lo, int(consts[clip.input[1]])) if len(clip.input) > 1 and clip.input[1] else lo
             hi = min(hi, int(consts[clip.input[2]])) if len(clip.input) > 2 and clip.input[2] else hi
         q = np.clip(q, lo, hi).astype(np.int64)
-        int4 = zero.dtype == np.int8 and lo >= INT4_RANGE[0] and hi <= INT4_RANGE[1] and np.all(zero == 0)
+        as_int4 = int4 and zero.dtype == np.int8 and lo >= INT4_RANGE[0] and hi <= INT4_RANGE[1] and np.all(zero == 0)
         base = node.input[0]
-        if int4:
+        if as_int4:
             qt = helper.make_tensor(f"{base}_int4", TensorProto.INT4, list(q.shape), q.ravel().tolist())
             zt = helper.make_tensor(f"{base}_int4_zero", TensorProto.INT4, list(zero.shape), zero.ravel().tolist())
             stats["int4"] += 1

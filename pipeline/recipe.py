@@ -85,7 +85,10 @@ class DataConfig(Strict):
 class OnnxOptions(Strict):
     """ONNX exporter options."""
 
-    opset: int = Field(default=18, ge=18, le=23, description="ONNX opset (>= 18)")
+    opset: int = Field(default=18, ge=18, le=23, description="ONNX opset (>= 18; quantized models use >= 21)")
+    int4_weights: bool = Field(
+        default=True, description="quantized models: store <=4-bit weights as INT4 (smallest file; onnxruntime and "
+                                  "OpenVINO CPU run those layers in float) or in int8 containers (run as int8)")
 
 
 class TFLiteOptions(Strict):

@@ -38,8 +38,8 @@ from pipeline.gates import evaluate_gates
 from pipeline.metrics import compare, reference_health
 from pipeline.models import build_model, load_weights
 from pipeline.recipe import Recipe
+from pipeline.stage import ModelState, StageContext
 from pipeline.stages import build_stage
-from pipeline.stages.base import ModelState, StageContext
 from pipeline.training import predict
 from targets import DEFAULT_TARGET_FOR_FORMAT, get_target_class
 from targets.base import time_callable
@@ -233,7 +233,8 @@ class Runner:
         exp = self.recipe.export
         ctx = ExportContext(out_dir=self.run_dir / subdir, log_dir=self.run_dir / "logs", quantizer=quantizer)
         options: dict[str, dict[str, Any]] = {
-            "onnx": {"opset": exp.onnx.opset, "dynamic_batch": exp.dynamic_batch},
+            "onnx": {"opset": exp.onnx.opset, "dynamic_batch": exp.dynamic_batch,
+                     "int4_weights": exp.onnx.int4_weights},
             "tflite": {"int8_io": exp.tflite.int8_io},
             "openvino": {"source": exp.openvino.source, "compress_to_fp16": exp.openvino.compress_to_fp16,
                          "dynamic_batch": exp.dynamic_batch},

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from pipeline.stages.base import StageConfig
+from pipeline.stage import StageConfig
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
-from pipeline.stages.base import Stage, StageConfig
+from pipeline.stage import Stage, StageConfig
 from pipeline.stages.quantize import QuantizeStage
 from pipeline.stages.train import TrainStage
 

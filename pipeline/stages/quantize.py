@@ -14,7 +14,7 @@ import torch
 from pipeline.errors import DataError
 from pipeline.metrics import top1_agreement
 from pipeline.quant.config import QuantizeConfig, resolve_bits
-from pipeline.stages.base import ModelState, Stage, StageContext, StageResult
+from pipeline.stage import ModelState, Stage, StageContext, StageResult
 from pipeline.training import predict
 
 

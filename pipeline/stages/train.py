@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from pipeline.errors import DataError
-from pipeline.stages.base import ModelState, Stage, StageConfig, StageContext, StageResult
+from pipeline.stage import ModelState, Stage, StageConfig, StageContext, StageResult
 from pipeline.training import train_supervised
 
 

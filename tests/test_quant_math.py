@@ -1,0 +1,150 @@
+"""Quantizer math (LSQ round/clamp/step gradient, init), bit resolution and range estimators."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from calibration.estimators import MSEObserver, PerChannelMSEObserver, percentile_observer
+from pipeline.errors import ConfigError
+from pipeline.quant.config import QuantizeConfig, resolve_bits
+from pipeline.quant.lsq import LSQFakeQuantize, grad_scale, lsq_quantize, round_ste
+from pipeline.quant.pt2e import act_range, weight_range
+from pipeline.zoo import digits_cnn
+
+
+def test_lsq_forward_rounds_and_clamps():
+    v = torch.tensor([-3.0, -0.26, 0.24, 0.76, 5.0])
+    out = lsq_quantize(v, torch.tensor(0.5), torch.tensor(0.0), -2, 1, g=1.0)
+    # v/s = -6, -0.52, 0.48, 1.52, 10 -> clamp [-2, 1] -> round -> -2, -1, 0, 1, 1 -> times 0.5
+    assert out.tolist() == [-1.0, -0.5, 0.0, 0.5, 0.5]
+
+
+def test_lsq_step_gradient_matches_the_paper():
+    v = torch.tensor([-3.0, -0.26, 0.24, 0.76, 5.0])
+    s = torch.tensor(0.5, requires_grad=True)
+    lsq_quantize(v, s, torch.tensor(0.0), -2, 1, g=1.0).sum().backward()
+    # inside the range: -v/s + round(v/s); below: Q_N side = -2; above: Q_P = 1
+    expected = [-2.0, 1.04 + (-1.0), -0.48 + 0.0, -1.52 + 2.0, 1.0]
+    per_element = expected  # gradients add up over the elements
+    assert s.grad.item() == pytest.approx(sum(per_element), abs=1e-5)
+
+
+def test_grad_scale_and_ste():
+    x = torch.tensor(2.0, requires_grad=True)
+    grad_scale(x, 0.25).backward()
+    assert x.grad.item() == 0.25
+    y = torch.tensor([0.4, 1.6], requires_grad=True)
+    r = round_ste(y)
+    r.sum().backward()
+    assert r.tolist() == [0.0, 2.0] and y.grad.tolist() == [1.0, 1.0]
+
+
+def test_lsq_init_and_gradient_scale():
+    fq = LSQFakeQuantize(dtype=torch.int8, quant_min=-7, quant_max=7, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    w = torch.randn(4, 3, 3, 3)
+    fq(w)
+    expected = 2 * w.abs().mean(dim=(1, 2, 3)) / math.sqrt(7)
+    assert torch.allclose(fq.scale.detach(), expected)
+    scale, zero = fq.calculate_qparams()
+    assert scale.shape == (4,) and torch.all(zero == 0)
+    act = LSQFakeQuantize(dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine)
+    act(torch.rand(8, 16))  # non-negative: the zero point sits at q_min, Q_P = 255
+    assert act.zero_point.item() == -128 and act.q_p == 255
+
+
+def test_weight_and_activation_ranges():
+    assert weight_range(4, "restricted") == (-7, 7)
+    assert weight_range(4, "full") == (-8, 7)
+    assert weight_range(2, "restricted") == (-1, 1)
+    assert weight_range(8, "restricted", overflow_fix=True) == (-63, 63)
+    assert weight_range(4, "restricted", overflow_fix=True) == (-7, 7)
+    assert act_range(4, True) == (torch.int8, -8, 7) and act_range(8, False) == (torch.uint8, 0, 255)
+
+
+def test_default_bits_keep_first_conv_and_classifier_at_8():
+    table, warnings = resolve_bits(digits_cnn(), QuantizeConfig(type="quantize", weight_bits=4))
+    assert [(b.name, b.weight_bits, b.reason) for b in table] == [
+        ("0", 8, "first conv"), ("3", 4, "global"), ("6", 4, "global"), ("11", 8, "classifier")]
+    assert warnings == []
+
+
+def test_overrides_first_match_wins_and_unmatched_warns():
+    cfg = QuantizeConfig(type="quantize", weight_bits=4, overrides=[
+        {"match": "^6$", "weight_bits": 3}, {"match": "^[36]$", "weight_bits": 2}, {"match": "^fc$", "weight_bits": 5}])
+    table, warnings = resolve_bits(digits_cnn(), cfg)
+    bits = {b.name: b.weight_bits for b in table}
+    assert bits == {"0": 8, "3": 2, "6": 3, "11": 8}
+    assert len(warnings) == 1 and "'^fc$' matches no layer" in warnings[0] and "0, 3, 6, 11" in warnings[0]
+
+
+def test_override_can_lower_the_first_conv():
+    cfg = QuantizeConfig(type="quantize", weight_bits=4, overrides=[{"match": "^0$", "weight_bits": 4}])
+    assert resolve_bits(digits_cnn(), cfg)[0][0].weight_bits == 4
+
+
+@pytest.mark.parametrize("bad", [{"weight_bits": 1}, {"weight_bits": 9}, {"act_bits": 3}, {"act_bits": 16},
+                                 {"overrides": [{"match": "(", "weight_bits": 4}]}, {"mode": "gptq"}])
+def test_bad_quantize_config_is_a_config_error(bad, tmp_path):
+    from pipeline.recipe import parse_recipe
+    from tests.conftest import tiny_recipe
+
+    with pytest.raises(ConfigError, match="stages.1"):
+        parse_recipe(tiny_recipe(tmp_path, stages=[{"type": "train"}, {"type": "quantize", **bad}]))
+
+
+def test_percentile_and_mse_estimators_clip_outliers():
+    x = torch.randn(20000)
+    x[0] = 50.0
+    p = percentile_observer(99.9)(dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine)
+    p(x)
+    scale_p = p.calculate_qparams()[0].item()
+    m = MSEObserver(dtype=torch.int8, quant_min=-8, quant_max=7, qscheme=torch.per_tensor_affine)
+    m(x)
+    scale_m = m.calculate_qparams()[0].item()
+    minmax = (50.0 - x.min().item()) / 255
+    assert scale_p < minmax / 5  # the outlier no longer sets the range
+    assert scale_m < (50.0 - x.min().item()) / 15 / 2
+
+
+def test_per_channel_mse_never_worse_than_minmax():
+    w = torch.randn(8, 4, 3, 3)
+    w[0, 0, 0, 0] = 9.0
+    obs = PerChannelMSEObserver(dtype=torch.int8, quant_min=-7, quant_max=7, qscheme=torch.per_channel_symmetric)
+    obs(w)
+    scale = obs.calculate_qparams()[0]
+
+    def err(s: torch.Tensor) -> torch.Tensor:
+        s = s.view(-1, 1, 1, 1)
+        return ((torch.clamp(torch.round(w / s), -7, 7) * s - w) ** 2).mean(dim=(1, 2, 3))
+
+    minmax = w.abs().amax(dim=(1, 2, 3)) / 7
+    assert torch.all(err(scale) <= err(minmax) + 1e-7) and err(scale)[0] < err(minmax)[0]
+
+
+def test_lsq_trains_inside_a_prepared_graph():
+    """One QAT step changes both the weights and the LSQ steps (they are trainable parameters)."""
+    import numpy as np
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+    from pipeline.quant.pt2e import build_quantizer, dynamic_batch_export
+
+    model = digits_cnn().eval()
+    cfg = QuantizeConfig(type="quantize", mode="qat", weight_bits=3)
+    graph = dynamic_batch_export(model, torch.rand(2, 1, 16, 16))
+    _fuse_conv_bn_(graph)
+    prepared = prepare_qat_pt2e(graph, build_quantizer(cfg, resolve_bits(model, cfg)[0]))
+    allow_exported_model_train_eval(prepared)
+    x = torch.from_numpy(np.random.default_rng(0).random((16, 1, 16, 16), dtype=np.float32))
+    prepared(x)
+    steps = {n: p.detach().clone() for n, p in prepared.named_parameters() if n.endswith("scale")}
+    assert steps
+    opt = torch.optim.SGD(prepared.parameters(), lr=0.1)
+    nn.functional.cross_entropy(prepared(x), torch.zeros(16, dtype=torch.long)).backward()
+    opt.step()
+    assert any(not torch.equal(p, steps[n]) for n, p in prepared.named_parameters() if n in steps)
