@@ -8,7 +8,7 @@ from typing import Any
 
 from exporters.artifact import INPUT_NAME, OUTPUT_NAME, Artifact, InputSpec
 from exporters.base import ExportContext, dynamic_batch_shapes, eval_mode, example_input, finish_artifact, tail
-from exporters.onnx_qdq import fold_weight_qdq
+from exporters.onnx_qdq import activations_to_uint8, fold_weight_qdq
 from pipeline._io import atomic_path, captured_output
 from pipeline.errors import ExportError
 
@@ -28,14 +28,15 @@ def strip_debug_metadata(proto: Any) -> None:
 
 
 def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18,
-                dynamic_batch: bool = False, int4_weights: bool = True) -> Artifact:
+                dynamic_batch: bool = False, int4_weights: bool = True, uint8_activations: bool = True) -> Artifact:
     """Export ``model`` to ``model.onnx`` (opset >= 18), run the checker and shape inference.
 
     ``torch.onnx.export(dynamo=True)`` writes weights to a side file by default; ``external_data=False``
     keeps one self-contained file, which is what a device team expects (models under 2 GB).
     The ``InputSpec`` is embedded as metadata so any consumer can preprocess exactly as the reference did.
     A quantized (PT2E) model is exported at opset >= 21 and its weight Q/DQ chains are folded into integer
-    initializers (INT4 where the range fits), see ``onnx_qdq.py``.
+    initializers (INT4 where the range fits); int8 activations are re-expressed as uint8 (same values), the
+    layout onnxruntime's fast x86 kernels take. See ``onnx_qdq.py``.
     """
     import onnx
     import torch
@@ -59,6 +60,8 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18
             program.save(str(tmp), external_data=params >= TWO_GB)
             proto = onnx.load(str(tmp), load_external_data=False)
             folded = fold_weight_qdq(proto, int4=int4_weights) if quantized else {}
+            if quantized and uint8_activations:
+                folded["uint8_activation_zero_points"] = activations_to_uint8(proto)
             strip_debug_metadata(proto)
             meta = {p.key: p.value for p in proto.metadata_props}
             meta.update({"edgeship.input_spec": spec.to_json(), "edgeship.producer": "edgeship"})

@@ -45,40 +45,41 @@ def _float_twin(sub: Any, index: int, suffix: str) -> int:
     return len(sub.tensors) - 1
 
 
+def _wrap_boundary(sub: Any, boundary: Any, opcode: int, is_input: bool, remap: dict[int, int],
+                   changed: list[str]) -> tuple[list[int], list[Any]]:
+    """Give each integer boundary tensor a float twin joined to it by a (DE)QUANTIZE op."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    type_names = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
+    tensors, ops = [], []
+    for idx in boundary:
+        type_name = type_names.get(sub.tensors[idx].type)
+        if type_name in INTEGER_TYPES:
+            twin = _float_twin(sub, idx, "_float")
+            src, dst = (twin, idx) if is_input else (idx, twin)
+            op = fb.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = opcode, np.array([src], np.int32), np.array([dst], np.int32)
+            ops.append(op)
+            remap[idx] = twin
+            changed.append(type_name)
+            idx = twin
+        tensors.append(idx)
+    return tensors, ops
+
+
 def float_io(data: bytes) -> tuple[bytes, dict[str, Any]]:
     """Return the model with float32 inputs/outputs wherever they were integer, and what was changed."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as fb
 
     model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
-    type_names = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
     changed: dict[str, Any] = {"inputs": [], "outputs": []}
     for sub_index, sub in enumerate(model.subgraphs):
         remap: dict[int, int] = {}
-        quant, dequant = _opcode_index(model, fb.BuiltinOperator.QUANTIZE), _opcode_index(
-            model, fb.BuiltinOperator.DEQUANTIZE)
-        new_inputs, front = [], []
-        for idx in sub.inputs:
-            if type_names.get(sub.tensors[idx].type) in INTEGER_TYPES:
-                twin = _float_twin(sub, idx, "_float")
-                op = fb.OperatorT()
-                op.opcodeIndex, op.inputs, op.outputs = quant, np.array([twin], np.int32), np.array([idx], np.int32)
-                front.append(op)
-                remap[idx] = twin
-                changed["inputs"].append(type_names[sub.tensors[idx].type])
-                idx = twin
-            new_inputs.append(idx)
-        new_outputs, back = [], []
-        for idx in sub.outputs:
-            if type_names.get(sub.tensors[idx].type) in INTEGER_TYPES:
-                twin = _float_twin(sub, idx, "_float")
-                op = fb.OperatorT()
-                op.opcodeIndex, op.inputs, op.outputs = dequant, np.array([idx], np.int32), np.array([twin], np.int32)
-                back.append(op)
-                remap[idx] = twin
-                changed["outputs"].append(type_names[sub.tensors[idx].type])
-                idx = twin
-            new_outputs.append(idx)
+        quant, dequant = (_opcode_index(model, fb.BuiltinOperator.QUANTIZE),
+                          _opcode_index(model, fb.BuiltinOperator.DEQUANTIZE))
+        new_inputs, front = _wrap_boundary(sub, sub.inputs, quant, True, remap, changed["inputs"])
+        new_outputs, back = _wrap_boundary(sub, sub.outputs, dequant, False, remap, changed["outputs"])
         sub.operators = front + list(sub.operators or []) + back
         sub.inputs, sub.outputs = np.array(new_inputs, np.int32), np.array(new_outputs, np.int32)
         for sig in model.signatureDefs or []:

@@ -89,6 +89,10 @@ class OnnxOptions(Strict):
     int4_weights: bool = Field(
         default=True, description="quantized models: store <=4-bit weights as INT4 (smallest file; onnxruntime and "
                                   "OpenVINO CPU run those layers in float) or in int8 containers (run as int8)")
+    uint8_activations: bool = Field(
+        default=True, description="quantized models: express activations as uint8 (zero point + 128, identical "
+                                  "values); onnxruntime's fast x86 kernels are u8 x s8, int8 activations mostly "
+                                  "fall back to float")
 
 
 class TFLiteOptions(Strict):

@@ -107,6 +107,23 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append("<h2>Artifacts</h2>" + _table(["format", "file", "MB", "export s", "converter", "sha256"], [
             [f, a["path"], a["size_bytes"] / 1e6, a["export_seconds"], a["converter"],
              next(iter(a["sha256"].values()))[:16]] for f, a in r["artifacts"].items()]))
+    q = r.get("quantization")
+    if q:
+        parts.append("<h2>Quantization: bit widths per layer</h2>" + _table(
+            ["layer", "kind", "weight bits", "activation bits", "why"],
+            [[b["name"], b["kind"], b["weight_bits"], b["act_bits"], b["reason"]] for b in q["bits"]]))
+        parts.append("<h2>Size against fp32</h2>" + _table(
+            ["format", "MB", "fp32 MB", "ratio", "fp32 basis"],
+            [[f, v["bytes"] / 1e6, v["fp32_bytes"] / 1e6, v["ratio_vs_fp32"], v["fp32_basis"]]
+             for f, v in q["sizes"].items()]))
+        parts.append("<h2>Against the float model (second reference)</h2>" + _table(
+            ["target", "top-1 agree", "mismatch when float correct", "rel max err", "SQNR dB", "accuracy",
+             "int8 p50 ms", "fp32 twin p50 ms", "speed-up vs fp32"],
+            [[t["target"], t["metrics_vs_float"]["top1_agreement"],
+              t["metrics_vs_float"].get("mismatch_when_reference_correct"), t["metrics_vs_float"]["rel_max_err"],
+              t["metrics_vs_float"]["sqnr_db"], t["metrics_vs_float"].get("accuracy"),
+              t.get("latency", {}).get("p50"), t.get("fp32_latency", {}).get("p50"), t.get("speedup_vs_fp32")]
+             for t in r["results"] if "metrics_vs_float" in t]))
     rows = []
     for t in r["results"]:
         mt = t.get("metrics", {})
@@ -152,15 +169,19 @@ def summary_table(report: dict[str, Any]) -> Any:
     from rich.table import Table
 
     t = Table(title=f"edgeship · {report['name']} · {report['status'].upper()}", title_justify="left")
-    for col in ("target", "precision", "status", "top-1 agree", "rel max err", "p50 ms", "vs PyTorch"):
+    quantized = any("speedup_vs_fp32" in r for r in report["results"])
+    cols = ["target", "precision", "status", "top-1 agree", "rel max err", "p50 ms", "vs PyTorch"]
+    for col in cols + (["vs fp32"] if quantized else []):
         t.add_column(col, justify="left" if col in ("target", "precision", "status") else "right")
     if report.get("pytorch_latency"):
-        t.add_row("pytorch eager", "fp32", "reference", "—", "—", f"{report['pytorch_latency']['p50']:.3f}", "1.00x")
+        t.add_row("pytorch eager", "fp32", "reference", "—", "—", f"{report['pytorch_latency']['p50']:.3f}", "1.00x",
+                  *(["—"] if quantized else []))
     for r in report["results"]:
         m, lat = r.get("metrics", {}), r.get("latency", {})
         style = {"pass": "green", "fail": "bold red", "info": "dim"}.get(r.get("status", ""), "")
         t.add_row(r["target"], r["precision"], f"[{style}]{r.get('status', '—')}[/]" if style else "—",
                   _fmt(m.get("top1_agreement")), _fmt(m.get("rel_max_err"), 2),
                   f"{lat['p50']:.3f}" if lat else "—",
-                  f"{r['speedup_vs_pytorch']:.2f}x" if r.get("speedup_vs_pytorch") else "—")
+                  f"{r['speedup_vs_pytorch']:.2f}x" if r.get("speedup_vs_pytorch") else "—",
+                  *([f"{r['speedup_vs_fp32']:.2f}x" if r.get("speedup_vs_fp32") else "—"] if quantized else []))
     return t

@@ -37,7 +37,7 @@ from pipeline.errors import ConfigError
 from pipeline.gates import evaluate_gates
 from pipeline.metrics import compare, reference_health
 from pipeline.models import build_model, load_weights
-from pipeline.recipe import Recipe
+from pipeline.recipe import GateConfig, Recipe
 from pipeline.stage import ModelState, StageContext
 from pipeline.stages import build_stage
 from pipeline.training import predict
@@ -234,7 +234,7 @@ class Runner:
         ctx = ExportContext(out_dir=self.run_dir / subdir, log_dir=self.run_dir / "logs", quantizer=quantizer)
         options: dict[str, dict[str, Any]] = {
             "onnx": {"opset": exp.onnx.opset, "dynamic_batch": exp.dynamic_batch,
-                     "int4_weights": exp.onnx.int4_weights},
+                     "int4_weights": exp.onnx.int4_weights, "uint8_activations": exp.onnx.uint8_activations},
             "tflite": {"int8_io": exp.tflite.int8_io},
             "openvino": {"source": exp.openvino.source, "compress_to_fp16": exp.openvino.compress_to_fp16,
                          "dynamic_batch": exp.dynamic_batch},
@@ -279,8 +279,7 @@ class Runner:
         """Run the validation split on ``target``; compare with the reference (and the float model, if quantized)."""
         out = target.run(splits.validation.x)
         metrics = compare(out, ref, splits.validation.y)
-        cfg = self.recipe.validate_.quantized_gates if float_ref is not None else self.recipe.validate_.gates
-        gates = evaluate_gates(metrics, health, cfg)
+        gates = evaluate_gates(metrics, health, self.gate_config(quantized=float_ref is not None))
         result = {"metrics": metrics, "gates": [g.to_dict() for g in gates],
                   "status": ("pass" if all(g.passed for g in gates) else "fail") if gated else "info"}
         if float_ref is not None:
@@ -289,6 +288,40 @@ class Runner:
                 "top1_agreement", "mismatch", "mismatch_when_reference_correct", "rel_max_err", "cosine",
                 "sqnr_db", "accuracy") if k in vs_float}
         return result
+
+    def gate_config(self, quantized: bool) -> GateConfig:
+        """The gates that apply: ``quantized_gates`` (reference: the PT2E model) or the fp32 ``gates``."""
+        v = self.recipe.validate_
+        return v.quantized_gates if quantized else v.gates
+
+    def measure(self, label: str, artifact: Artifact, options: dict[str, Any], gated: bool, splits: Splits,
+                ref: np.ndarray, float_ref: np.ndarray | None, health: dict[str, Any],
+                pytorch_latency: dict[str, Any] | None, fp32_twin: Artifact | None) -> dict[str, Any]:
+        """Validate and profile one artifact on one runtime (and time its fp32 twin on the same runtime)."""
+        recipe = self.recipe
+        target = self.load_target(label, artifact, options)
+        entry: dict[str, Any] = {"target": label, "format": artifact.format, "precision": target.precision,
+                                 **({"precision_hint": target.precision_hint}
+                                    if hasattr(target, "precision_hint") else {}),
+                                 "gated": gated, "threads": target.threads,
+                                 "ops": [vars(o) for o in target.op_report()]}
+        if "validate" in self.phases and recipe.validate_.enabled:
+            self.log(f"validate {label}: {len(splits.validation)} samples")
+            entry.update(self.validate(target, splits, ref, health, gated, float_ref))
+        if "profile" in self.phases and recipe.profile.enabled:
+            p = recipe.profile
+            self.log(f"profile {label}: {p.runs} runs, {p.threads} threads")
+            sample = splits.validation.x[: max(artifact.batch, 1)]
+            entry["latency"] = target.profile(sample, p.warmup, p.runs).to_dict()
+            if pytorch_latency:
+                entry["speedup_vs_pytorch"] = round(pytorch_latency["p50"] / entry["latency"]["p50"], 3)
+            if fp32_twin is not None:
+                twin = self.load_target(label, fp32_twin, options)
+                self.log(f"profile {label} fp32 twin ({twin.precision})")
+                entry["fp32_latency"] = twin.profile(sample, p.warmup, p.runs).to_dict()
+                entry["fp32_precision"] = twin.precision
+                entry["speedup_vs_fp32"] = round(entry["fp32_latency"]["p50"] / entry["latency"]["p50"], 3)
+        return entry
 
     def profile_pytorch(self, model: torch.nn.Module, spec: InputSpec) -> dict[str, Any]:
         """PyTorch eager fp32 latency under the same thread count: the baseline of every ratio."""
@@ -341,7 +374,6 @@ class Runner:
             if health["single_class"] and not health["constant"]:
                 self.notes.append("the reference predicts one class for every validation sample: top-1 agreement "
                                   "is weak evidence; the error gates carry the weight")
-            results: list[dict[str, Any]] = []
             artifacts = self.export(model, spec, quantizer) if "export" in self.phases else {}
             profiling = "profile" in self.phases and recipe.profile.enabled
             fp32_artifacts = (self.export(float_model, spec, subdir="artifacts/fp32")
@@ -350,30 +382,9 @@ class Runner:
             if profiling:
                 self.log("profile pytorch (eager fp32)")
                 pytorch_latency = self.profile_pytorch(float_model if quantizer else model, spec)
-            for label, artifact, options, gated in self.targets_for(artifacts):
-                target = self.load_target(label, artifact, options)
-                entry: dict[str, Any] = {"target": label, "format": artifact.format, "precision": target.precision,
-                                         **({"precision_hint": target.precision_hint}
-                                            if hasattr(target, "precision_hint") else {}),
-                                         "gated": gated, "threads": target.threads,
-                                         "ops": [vars(o) for o in target.op_report()]}
-                if "validate" in self.phases and recipe.validate_.enabled:
-                    self.log(f"validate {label}: {len(splits.validation)} samples")
-                    entry.update(self.validate(target, splits, ref, health, gated, float_ref))
-                if profiling:
-                    self.log(f"profile {label}: {recipe.profile.runs} runs, {recipe.profile.threads} threads")
-                    sample = splits.validation.x[: max(artifact.batch, 1)]
-                    entry["latency"] = target.profile(sample, recipe.profile.warmup, recipe.profile.runs).to_dict()
-                    if pytorch_latency:
-                        entry["speedup_vs_pytorch"] = round(pytorch_latency["p50"] / entry["latency"]["p50"], 3)
-                    if artifact.format in fp32_artifacts:
-                        twin = self.load_target(label, fp32_artifacts[artifact.format], options)
-                        self.log(f"profile {label} fp32 twin ({twin.precision})")
-                        entry["fp32_latency"] = twin.profile(sample, recipe.profile.warmup,
-                                                             recipe.profile.runs).to_dict()
-                        entry["fp32_precision"] = twin.precision
-                        entry["speedup_vs_fp32"] = round(entry["fp32_latency"]["p50"] / entry["latency"]["p50"], 3)
-                results.append(entry)
+            results = [self.measure(label, artifact, options, gated, splits, ref, float_ref, health,
+                                    pytorch_latency, fp32_artifacts.get(artifact.format))
+                       for label, artifact, options, gated in self.targets_for(artifacts)]
         except BaseException:
             self.manifest.save(status="error")
             raise
@@ -399,7 +410,7 @@ class Runner:
                           else "pytorch eager fp32", "health": health,
                           "accuracy": (float(np.mean(ref.argmax(1) == splits.validation.y))
                                        if splits.validation.y is not None else None)},
-            "gate_config": (recipe.validate_.quantized_gates if quantizer else recipe.validate_.gates).model_dump(),
+            "gate_config": self.gate_config(quantized=quantizer is not None).model_dump(),
             "stages": [{k: v for k, v in s.items() if k != "files"} for s in stages],
             "artifacts": {fmt: a.to_dict(self.run_dir) for fmt, a in artifacts.items()},
             "pytorch_latency": pytorch_latency,

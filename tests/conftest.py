@@ -40,6 +40,13 @@ def tiny_recipe(tmp_path: Path, **overrides: object) -> dict:
     return recipe
 
 
+def load_report(run_dir: Path) -> dict:
+    """The ``report.json`` of a run directory."""
+    import json
+
+    return json.loads((run_dir / "report.json").read_text())
+
+
 def write_recipe(tmp_path: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
     """Dump ``recipe`` to a YAML file under ``tmp_path``."""
     path = tmp_path / name

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline._io import sha256_file
 from pipeline.cli import main
-from tests.conftest import tiny_recipe, write_recipe
+from tests.conftest import load_report, tiny_recipe, write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,6 @@ def tiny_run(tmp_path_factory) -> tuple[int, Path, Path]:
     recipe = write_recipe(tmp, tiny_recipe(tmp))
     code = main(["run", str(recipe), "--out", str(tmp / "run")])
     return code, tmp / "run", recipe
-
-
-def load_report(run_dir: Path) -> dict:
-    return json.loads((run_dir / "report.json").read_text())
 
 
 def test_all_three_formats_agree_exactly(tiny_run):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import tiny_recipe, write_recipe
+from tests.conftest import load_report, tiny_recipe, write_recipe
 
 
 def quant_recipe(tmp: Path, **quantize: object) -> dict:
@@ -26,14 +25,10 @@ def quant_run(request, tmp_path_factory) -> tuple[int, Path, int]:
     return code, tmp / "run", bits
 
 
-def report(run_dir: Path) -> dict:
-    return json.loads((run_dir / "report.json").read_text())
-
-
 def test_all_runtimes_agree_with_the_pt2e_reference(quant_run):
     code, run_dir, bits = quant_run
     assert code == 0
-    r = report(run_dir)
+    r = load_report(run_dir)
     gated = {t["target"]: t for t in r["results"] if t["gated"]}
     assert set(gated) == {"onnxruntime", "litert", "openvino"}
     for t in gated.values():
@@ -67,7 +62,7 @@ def test_onnx_holds_integer_weights_and_shrinks(quant_run):
     assert len(int4) == (2 if bits == 4 else 0)  # first conv and classifier stay at 8 bits
     assert not any(n.op_type == "Clip" for n in model.graph.node)
     assert model.ir_version <= 10 and max(o.version for o in model.opset_import if o.domain == "") >= 21
-    sizes = report(run_dir)["quantization"]["sizes"]
+    sizes = load_report(run_dir)["quantization"]["sizes"]
     assert sizes["onnx"]["ratio_vs_fp32"] < 0.6
 
 
@@ -91,7 +86,7 @@ def test_tflite_is_full_integer_with_float_io(quant_run):
 
 def test_bits_map_is_reported(quant_run):
     _, run_dir, bits = quant_run
-    layers = report(run_dir)["quantization"]["bits"]
+    layers = load_report(run_dir)["quantization"]["bits"]
     assert [b["weight_bits"] for b in layers] == [8, bits, bits, 8]
 
 
@@ -103,7 +98,7 @@ def test_int4_can_be_stored_in_int8_containers_for_speed(tmp_path):
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     model = onnx.load(str(tmp_path / "run" / "artifacts" / "model.onnx"))
     assert not [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT4]
-    ort = next(t for t in report(tmp_path / "run")["results"] if t["target"] == "onnxruntime")
+    ort = next(t for t in load_report(tmp_path / "run")["results"] if t["target"] == "onnxruntime")
     assert ort["precision"] == "int8" and ort["metrics"]["top1_agreement"] >= 0.995
 
 
@@ -115,15 +110,15 @@ def test_int8_io_option_keeps_integer_tensors(tmp_path):
 
     interp = Interpreter(model_path=str(tmp_path / "run" / "artifacts" / "model.tflite"))
     assert interp.get_input_details()[0]["dtype"] == np.int8
-    litert = next(t for t in report(tmp_path / "run")["results"] if t["target"] == "litert")
+    litert = next(t for t in load_report(tmp_path / "run")["results"] if t["target"] == "litert")
     assert litert["metrics"]["top1_agreement"] >= 0.995  # the target quantizes at the boundary itself
 
 
-def test_unmatched_override_is_a_warning_in_the_report(tmp_path, capsys):
+def test_unmatched_override_is_a_warning_in_the_load_report(tmp_path, capsys):
     recipe = quant_recipe(tmp_path, weight_bits=8, overrides=[{"match": "^classifier$", "weight_bits": 4}])
     recipe["export"] = {"formats": ["onnx"]}
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
-    notes = report(tmp_path / "run")["notes"]
+    notes = load_report(tmp_path / "run")["notes"]
     assert any("'^classifier$' matches no layer; layer names are: 0, 3, 6, 11" in n for n in notes)
 
 

@@ -148,3 +148,15 @@ def test_lsq_trains_inside_a_prepared_graph():
     nn.functional.cross_entropy(prepared(x), torch.zeros(16, dtype=torch.long)).backward()
     opt.step()
     assert any(not torch.equal(p, steps[n]) for n, p in prepared.named_parameters() if n in steps)
+
+
+def test_function_matching_augmentation_is_seeded_and_shape_preserving():
+    from pipeline.quant.qat import augment_batch, kd_loss
+
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    a = augment_batch(x, "shift+mixup", torch.Generator().manual_seed(3))
+    b = augment_batch(x, "shift+mixup", torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and torch.equal(a, b)
+    logits = torch.randn(4, 10)
+    assert kd_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(logits, torch.randn(4, 10), 1.0).item() > 0

@@ -46,11 +46,15 @@ class QATOptions(BaseModel):
     """Quantization-aware training with LSQ step sizes, distilled from the float model."""
 
     model_config = ConfigDict(extra="forbid")
-    epochs: int = Field(default=10, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
+    epochs: int = Field(default=20, ge=1)
+    lr: float = Field(default=2e-4, gt=0)
     batch_size: int = Field(default=64, ge=1)
     temperature: float = Field(default=1.0, gt=0, description="KD temperature (loss is T^2 * KL)")
     label_weight: float = Field(default=0.0, ge=0, description="weight of cross-entropy on labels (0 = label-free)")
+    logit_mse_weight: float = Field(default=0.0, ge=0, description="weight of ||z_s - z_t||^2 (label preservation)")
+    augment: Literal["none", "shift", "mixup", "shift+mixup"] = Field(
+        default="none", description="function matching: teacher and student see the same augmented batch "
+                                    "(random 1-pixel shifts and/or mixup), the teacher runs live")
 
 
 class QuantizeConfig(StageConfig):

@@ -24,13 +24,25 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
                                 log_target=True) * (t * t)
 
 
+def augment_batch(x: torch.Tensor, mode: str, g: torch.Generator) -> torch.Tensor:
+    """Function-matching augmentation: random shifts of up to one pixel and/or mixup within the batch."""
+    if "shift" in mode:
+        dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=g))
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if "mixup" in mode:
+        lam = float(torch.rand(1, generator=g))
+        x = lam * x + (1 - lam) * x[torch.randperm(len(x), generator=g)]
+    return x
+
+
 def train_qat(prepared: torch.fx.GraphModule, teacher: nn.Module, x: np.ndarray, y: np.ndarray | None,
               x_val: np.ndarray, opts: QATOptions, seed: int, workdir: Path,
               log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Train ``prepared`` (LSQ fake-quant graph) to match ``teacher``; checkpoint every epoch.
 
-    The loss is KD on logits, plus ``label_weight``·CE when labels exist. Agreement with the teacher on
-    ``x_val`` is logged per epoch (fake-quant simulation, before conversion).
+    The loss is KD on logits, plus ``label_weight``·CE when labels exist and ``logit_mse_weight``·‖z_s − z_t‖².
+    With ``augment`` the teacher runs live on the student's exact augmented batch (function matching).
+    Agreement with the teacher on ``x_val`` is logged per epoch (fake-quant simulation, before conversion).
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -51,15 +63,23 @@ def train_qat(prepared: torch.fx.GraphModule, teacher: nn.Module, x: np.ndarray,
         total = 0.0
         for i in range(0, len(perm), opts.batch_size):
             idx = perm[i:i + opts.batch_size]
-            out = prepared(xt[idx])
-            loss = kd_loss(out, teacher_logits[idx], opts.temperature)
-            if yt is not None:
+            if opts.augment == "none":
+                xb, target = xt[idx], teacher_logits[idx]
+            else:
+                xb = augment_batch(xt[idx], opts.augment, g)
+                with torch.no_grad():
+                    target = teacher(xb)
+            out = prepared(xb)
+            loss = kd_loss(out, target, opts.temperature)
+            if opts.logit_mse_weight:
+                loss = loss + opts.logit_mse_weight * nn.functional.mse_loss(out, target)
+            if yt is not None and "mixup" not in opts.augment:
                 loss = loss + opts.label_weight * nn.functional.cross_entropy(out, yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         prepared.eval()
         agreement = top1_agreement(predict(prepared, x_val), teacher_val)
         torch.save(prepared.state_dict(), workdir / f"qat-epoch-{epoch:03d}.pt")

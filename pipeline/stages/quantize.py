@@ -11,6 +11,7 @@ import copy
 import numpy as np
 import torch
 
+from pipeline._io import captured_output
 from pipeline.errors import DataError
 from pipeline.metrics import top1_agreement
 from pipeline.quant.config import QuantizeConfig, resolve_bits
@@ -45,15 +46,18 @@ class QuantizeStage(Stage):
             ctx.log(f"  warning: {w}")
         quantizer = build_quantizer(cfg, table)
         graph = dynamic_batch_export(float_model, torch.from_numpy(calib[:2]))
+        log = ctx.workdir / "quantize.log"  # litert-torch's annotators print partition notes
         if cfg.mode == "ptq":
-            prepared = prepare_pt2e(graph, quantizer)  # folds BatchNorm into the convolutions
+            with captured_output(log):
+                prepared = prepare_pt2e(graph, quantizer)  # folds BatchNorm into the convolutions
             calibrate(prepared, calib)
             history = []
         else:
             from pipeline.quant.qat import train_qat
 
             _fuse_conv_bn_(graph)  # fold BN first: LSQ then learns steps for the weights that will ship
-            prepared = prepare_qat_pt2e(graph, quantizer)
+            with captured_output(log):
+                prepared = prepare_qat_pt2e(graph, quantizer)
             allow_exported_model_train_eval(prepared)
             with torch.no_grad():  # LSQ initialises its steps on the first batch
                 prepared(torch.from_numpy(ctx.splits.train.x[: cfg.qat.batch_size]))
