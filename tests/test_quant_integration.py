@@ -66,6 +66,18 @@ def test_onnx_holds_integer_weights_and_shrinks(quant_run):
     assert sizes["onnx"]["ratio_vs_fp32"] < 0.6
 
 
+def test_openvino_ir_stores_compressed_integer_weights(quant_run):
+    import re
+
+    _, run_dir, bits = quant_run
+    xml = (run_dir / "artifacts" / "openvino" / "model.xml").read_text()
+    types = re.findall(r'element_type="([a-z0-9]+)"', xml)
+    # W4: the two 4-bit layers as i4 (weights + zero points), first conv and classifier as i8 weights.
+    # W8: all four weights as i8.
+    assert (types.count("i4"), types.count("i8")) == ((4, 2) if bits == 4 else (0, 4))
+    assert 'type="FakeQuantize"' in xml  # activations
+
+
 def test_tflite_is_full_integer_with_float_io(quant_run):
     from ai_edge_litert.interpreter import Interpreter
 
