@@ -25,7 +25,6 @@ from exporters import get_exporter
 from exporters.artifact import Artifact, InputSpec
 from exporters.base import ExportContext, eval_mode
 from pipeline._io import (
-    atomic_path,
     atomic_write_json,
     atomic_write_text,
     captured_output,
@@ -179,45 +178,35 @@ class Runner:
     # -- stages ----------------------------------------------------------------------------------------------
     def run_stages(self, state: ModelState, splits: Splits) -> tuple[ModelState, list[dict[str, Any]]]:
         """Run (or reuse, with --resume) each stage in order; return the final state and the stage records."""
-        from safetensors.torch import load_file, save_file
-
         weights_hash = sha256_file(Path(self.recipe.model.weights)) if self.recipe.model.weights else None
         prev_key = _hash_json({"source": self.recipe.model.source, "weights": weights_hash,
                                "spec": state.spec.to_dict(), "seed": self.recipe.seed})
         data_key = [splits.train.fingerprint(), splits.calibration.fingerprint(), splits.validation.fingerprint()]
         records = []
-        reusable = self.resume
         for i, spec in enumerate(self.recipe.stages, start=1):
             stage = build_stage(spec.model_dump(), f"stages.{i - 1}")
             key = _hash_json({"stage": stage.config.model_dump(), "input": prev_key, "data": data_key,
                               "seed": self.recipe.seed, "versions": library_versions()})
             workdir = self.run_dir / "stages" / f"{i:02d}-{stage.name}"
-            weights = workdir / "model.safetensors"
             cached = self.manifest.previous_stages.get(key)
-            # A stage whose output is a new graph (quantize) is not restored from a state_dict yet: it and every
-            # stage after it re-run.
-            reusable = reusable and stage.reusable
-            if reusable and cached and self.manifest.verified(cached):
-                state.model.load_state_dict(load_file(str(weights)))
-                state.model.eval()
+            ctx = StageContext(workdir=workdir, splits=splits, seed=self.recipe.seed, log=self.log)
+            if self.resume and cached and self.manifest.verified(cached):
+                state = stage.load(state, ctx)
                 entry = {**cached, "reused": True}
                 self.log(f"stage {i} {stage.name}: reused (inputs and config unchanged, files verified)")
             else:
                 self.log(f"stage {i} {stage.name}: running")
                 workdir.mkdir(parents=True, exist_ok=True)
                 t0 = time.perf_counter()
-                ctx = StageContext(workdir=workdir, splits=splits, seed=self.recipe.seed, log=self.log)
                 result = stage.run(state, ctx)
                 state = result.state
-                state.model.eval()
-                tensors = {k: v.detach().contiguous().clone() for k, v in state.model.state_dict().items()}
-                with atomic_path(weights) as tmp:
-                    save_file(tensors, str(tmp))
+                eval_mode(state.model)
+                files = stage.save(state, ctx)
                 self.notes.extend(result.notes)
                 entry = {"index": i, "type": stage.name, "key": key, "status": "done", "reused": False,
                          "seconds": round(time.perf_counter() - t0, 2), "config": stage.config.model_dump(),
                          "metrics": result.metrics,
-                         "files": {str(weights.relative_to(self.run_dir)): sha256_file(weights)}}
+                         "files": {str(f.relative_to(self.run_dir)): sha256_file(f) for f in files}}
             self.manifest.data["files"].update(entry["files"])
             self.manifest.data["stages"].append(entry)
             self.manifest.save()

@@ -63,7 +63,6 @@ class Stage:
 
     name: ClassVar[str]
     config_cls: ClassVar[type[StageConfig]]
-    reusable: ClassVar[bool] = True  # --resume may restore its output from the saved state_dict
 
     def __init__(self, config: StageConfig) -> None:
         self.config = config
@@ -71,3 +70,23 @@ class Stage:
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
         """Transform ``state`` and return the result; write only under ``ctx.workdir``."""
         raise NotImplementedError
+
+    def save(self, state: ModelState, ctx: StageContext) -> list[Path]:
+        """Persist the output model for ``--resume`` (default: its state_dict as safetensors); return the files."""
+        from safetensors.torch import save_file
+
+        from pipeline._io import atomic_path
+
+        path = ctx.workdir / "model.safetensors"
+        tensors = {k: v.detach().contiguous().clone() for k, v in state.model.state_dict().items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
+        return [path]
+
+    def load(self, state: ModelState, ctx: StageContext) -> ModelState:
+        """Restore what ``save`` wrote, given this stage's input ``state`` (default: load the state_dict)."""
+        from safetensors.torch import load_file
+
+        state.model.load_state_dict(load_file(str(ctx.workdir / "model.safetensors")))
+        state.model.eval()
+        return state

@@ -147,3 +147,18 @@ def test_nan_calibration_and_empty_calibration_are_errors(tmp_path, capsys):
     recipe["stages"][0]["calibration"]["samples"] = 0
     assert main(["export", str(write_recipe(tmp_path, recipe))]) == 2
     assert "calibration.samples" in capsys.readouterr().err
+
+
+def test_resume_reuses_the_quantize_stage(tmp_path):
+    recipe = quant_recipe(tmp_path, weight_bits=4)
+    recipe["export"] = {"formats": ["onnx"]}
+    path, out = write_recipe(tmp_path, recipe), str(tmp_path / "run")
+    assert main(["run", str(path), "--out", out]) == 0
+    first = load_report(tmp_path / "run")
+    assert main(["run", str(path), "--out", out, "--resume"]) == 0
+    second = load_report(tmp_path / "run")
+    assert [s["reused"] for s in second["stages"]] == [True, True]
+    assert (tmp_path / "run" / "stages" / "02-quantize" / "model.pt2").is_file()
+    onnx_row = next(t for t in second["results"] if t["target"] == "onnxruntime")
+    assert onnx_row["metrics"]["top1_agreement"] >= 0.995
+    assert first["artifacts"]["onnx"]["sha256"] == second["artifacts"]["onnx"]["sha256"]

@@ -160,3 +160,21 @@ def test_function_matching_augmentation_is_seeded_and_shape_preserving():
     logits = torch.randn(4, 10)
     assert kd_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
     assert kd_loss(logits, torch.randn(4, 10), 1.0).item() > 0
+
+
+def test_qat_leaves_the_float_model_untouched(tmp_path):
+    """The float model is the teacher and the second reference: QAT must train a copy."""
+    from calibration.splits import make_splits
+    from exporters.artifact import InputSpec
+    from pipeline.stage import ModelState, StageContext
+    from pipeline.stages.quantize import QuantizeStage
+
+    model = digits_cnn().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    splits = make_splits("digits", "digits", 32, 32, 0, (1, 16, 16), [0.5], [0.5])
+    splits.train.x, splits.train.y = splits.train.x[:64], splits.train.y[:64]
+    stage = QuantizeStage(QuantizeConfig(type="quantize", mode="qat", weight_bits=4, qat={"epochs": 1}))
+    spec = InputSpec(shape=(1, 1, 16, 16), mean=(0.5,), std=(0.5,), num_classes=10)
+    result = stage.run(ModelState(model=model, spec=spec), StageContext(tmp_path, splits, 0, lambda m: None))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in result.state.extras["float_model"].state_dict().items())

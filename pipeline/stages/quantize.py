@@ -7,6 +7,7 @@ the reference every exported artifact is validated against; the float model stay
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +25,6 @@ class QuantizeStage(Stage):
 
     name = "quantize"
     config_cls = QuantizeConfig
-    reusable = False  # its output is a PT2E graph, not a state_dict of the float model
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
         """Prepare with edgeship's quantizer, calibrate (PTQ) or train (QAT), convert."""
@@ -45,7 +45,8 @@ class QuantizeStage(Stage):
         for w in warnings:
             ctx.log(f"  warning: {w}")
         quantizer = build_quantizer(cfg, table)
-        graph = dynamic_batch_export(float_model, torch.from_numpy(calib[:2]))
+        # torch.export's module shares parameter storage with its source: QAT would train the float model too.
+        graph = dynamic_batch_export(copy.deepcopy(float_model), torch.from_numpy(calib[:2]))
         log = ctx.workdir / "quantize.log"  # litert-torch's annotators print partition notes
         if cfg.mode == "ptq":
             with captured_output(log):
@@ -66,9 +67,7 @@ class QuantizeStage(Stage):
         converted = finish(prepared)
         float_val = predict(float_model, ctx.splits.validation.x)
         quant_val = predict(converted, ctx.splits.validation.x)
-        new_state = ModelState(model=converted, spec=state.spec, history=state.history,
-                               extras={**state.extras, "float_model": copy.deepcopy(float_model),
-                                       "quantizer": quantizer, "bits": table})
+        new_state = self._quantized_state(state, converted, quantizer, table)
         metrics = {
             "mode": cfg.mode,
             "pt2e_agreement_with_float": top1_agreement(quant_val, float_val),
@@ -81,3 +80,34 @@ class QuantizeStage(Stage):
         if ctx.splits.validation.y is not None:
             metrics["pt2e_accuracy"] = float(np.mean(quant_val.argmax(1) == ctx.splits.validation.y))
         return StageResult(state=new_state, metrics=metrics, notes=warnings)
+
+    @staticmethod
+    def _quantized_state(state: ModelState, converted: torch.nn.Module, quantizer: object, table: list) -> ModelState:
+        return ModelState(model=converted, spec=state.spec, history=state.history,
+                          extras={**state.extras, "float_model": copy.deepcopy(state.model),
+                                  "quantizer": quantizer, "bits": table})
+
+    def save(self, state: ModelState, ctx: StageContext) -> list[Path]:
+        """Save the converted PT2E graph with ``torch.export.save`` (dynamic batch), atomically."""
+        from exporters.base import dynamic_batch_shapes
+        from pipeline._io import atomic_path
+
+        example = torch.from_numpy(ctx.splits.calibration.x[:2])
+        program = torch.export.export(state.model, (example,), dynamic_shapes=dynamic_batch_shapes(state.model))
+        path = ctx.workdir / "model.pt2"
+        with atomic_path(path) as tmp:
+            torch.export.save(program, str(tmp))
+        return [path]
+
+    def load(self, state: ModelState, ctx: StageContext) -> ModelState:
+        """Reload the PT2E graph; the quantizer is rebuilt from the config (deterministic) for the TFLite lowering."""
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+
+        from pipeline.quant.pt2e import build_quantizer
+
+        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
+        table, _ = resolve_bits(state.model, cfg)
+        converted = torch.export.load(str(ctx.workdir / "model.pt2")).module()
+        allow_exported_model_train_eval(converted)
+        converted.eval()
+        return self._quantized_state(state, converted, build_quantizer(cfg, table), table)
