@@ -47,6 +47,13 @@ def load_report(run_dir: Path) -> dict:
     return json.loads((run_dir / "report.json").read_text())
 
 
+def gated_results(run_dir: Path) -> dict[str, dict]:
+    """The gated result rows of a run, by target; all three runtimes must be there."""
+    rows = {r["target"]: r for r in load_report(run_dir)["results"] if r["gated"]}
+    assert set(rows) == {"onnxruntime", "litert", "openvino"}
+    return rows
+
+
 def write_recipe(tmp_path: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
     """Dump ``recipe`` to a YAML file under ``tmp_path``."""
     path = tmp_path / name
