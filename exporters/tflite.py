@@ -8,7 +8,7 @@ from typing import Any
 
 from exporters.artifact import Artifact, InputSpec
 from exporters.base import ExportContext, eval_mode, example_input, finish_artifact, tail
-from exporters.tflite_io import float_io
+from exporters.tflite_io import postprocess
 from pipeline._io import atomic_path, captured_output
 from pipeline.errors import ExportError, RuntimeUnavailableError
 
@@ -38,8 +38,8 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, int8_io: bool
             edge = litert_torch.convert(eval_mode(model), (example_input(spec),), **kwargs)
             edge.export(str(tmp))
             io_change: dict[str, Any] = {}
-            if ctx.quantizer is not None and not int8_io:
-                data, io_change = float_io(tmp.read_bytes())
+            if ctx.quantizer is not None:
+                data, io_change = postprocess(tmp.read_bytes(), float_boundary=not int8_io)
                 tmp.write_bytes(data)
     except Exception as e:
         raise ExportError(f"TFLite export failed (litert_torch.convert): {type(e).__name__}: {e}\n"
@@ -52,6 +52,6 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, int8_io: bool
         "tflite", path, [path], spec, int(ins[0]["shape"][0]), f"litert-torch {version('litert-torch')}", started,
         {"input_dtype": str(ins[0]["dtype"].__name__), "output_dtype": str(outs[0]["dtype"].__name__),
          "input_layout": "NCHW", "full_integer": ctx.quantizer is not None,
-         **({"float_io_wrapped": io_change} if io_change else {})},
+         **({"postprocess": io_change} if io_change else {})},
         [i["name"] for i in ins], [o["name"] for o in outs],
     )

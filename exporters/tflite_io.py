@@ -1,4 +1,4 @@
-"""Give a full-integer ``.tflite`` float32 I/O.
+"""Post-process litert-torch's full-integer ``.tflite``: 16x8 biases, and float32 I/O.
 
 A QUANTIZE op goes in front of each integer input and a DEQUANTIZE op behind each integer output, using those
 tensors' own scale and zero point.
@@ -67,12 +67,59 @@ def _wrap_boundary(sub: Any, boundary: Any, opcode: int, is_input: bool, remap: 
     return tensors, ops
 
 
-def float_io(data: bytes) -> tuple[bytes, dict[str, Any]]:
-    """Return the model with float32 inputs/outputs wherever they were integer, and what was changed."""
+BIASED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def widen_16x8_biases(model: Any) -> int:
+    """Store int32 biases of ops with int16 inputs as int64 (same integers): TFLite's 16x8 kernels require it.
+
+    litert-torch lowers a PT2E model with int16 activations but keeps int32 biases, which the interpreter then
+    refuses ("bias->type != kTfLiteInt64").
+    """
+    from ai_edge_litert import schema_py_generated as fb
+
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    widened = 0
+    for sub in model.subgraphs:
+        for op in sub.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) not in BIASED_OPS:
+                continue
+            inputs = list(op.inputs)
+            if len(inputs) < 3 or inputs[2] < 0 or sub.tensors[inputs[0]].type != fb.TensorType.INT16:
+                continue
+            bias = sub.tensors[inputs[2]]
+            buffer = model.buffers[bias.buffer]
+            if bias.type != fb.TensorType.INT32 or buffer.data is None:
+                continue
+            values = np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), dtype="<i4").astype("<i8")
+            buffer.data = np.frombuffer(values.tobytes(), dtype=np.uint8)
+            bias.type = fb.TensorType.INT64
+            widened += 1
+    return widened
+
+
+def postprocess(data: bytes, float_boundary: bool) -> tuple[bytes, dict[str, Any]]:
+    """Make a full-integer model from litert-torch loadable and convenient; return the bytes and the changes.
+
+    Widens 16x8 biases (always needed) and, with ``float_boundary``, gives it float32 I/O (``float_io``).
+    """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as fb
 
     model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+    changes: dict[str, Any] = {"widened_16x8_biases": widen_16x8_biases(model)}
+    if float_boundary:
+        changes["float_io"] = float_io(model)
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), changes
+
+
+def float_io(model: Any) -> dict[str, Any]:
+    """Give ``model`` (a ``ModelT``) float32 inputs/outputs wherever they were integer; return what changed."""
+    from ai_edge_litert import schema_py_generated as fb
+
     changed: dict[str, Any] = {"inputs": [], "outputs": []}
     for sub_index, sub in enumerate(model.subgraphs):
         remap: dict[int, int] = {}
@@ -87,6 +134,4 @@ def float_io(data: bytes) -> tuple[bytes, dict[str, Any]]:
                 continue
             for tm in [*(sig.inputs or []), *(sig.outputs or [])]:
                 tm.tensorIndex = remap.get(tm.tensorIndex, tm.tensorIndex)
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), changed
+    return changed

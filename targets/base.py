@@ -65,7 +65,7 @@ class OpInfo:
     device: str = "CPU"
     compute: bool = False  # a Conv/MatMul/Gemm/FullyConnected kernel: what "precision" is about
 
-INTEGER_PRECISIONS = {"int8", "uint8", "u8", "i8", "int4", "u4", "i4", "int16", "i16"}
+INTEGER_PRECISIONS = {"int8", "uint8", "u8", "i8", "int4", "u4", "i4", "int16", "i16", "int16x8"}
 
 
 def summarize_precision(ops: list[OpInfo]) -> str:
@@ -76,7 +76,7 @@ def summarize_precision(ops: list[OpInfo]) -> str:
     total = sum(o.count for o in compute)
     integer = sum(o.count for o in compute if o.precision in INTEGER_PRECISIONS)
     if integer == total:
-        return "int8"
+        return "int16x8" if any(o.precision == "int16x8" for o in compute) else "int8"
     if integer == 0:
         kinds = {o.precision for o in compute}
         names = {"float32": "fp32", "f32": "fp32", "bf16": "bf16", "f16": "fp16", "float16": "fp16"}

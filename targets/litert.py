@@ -54,5 +54,7 @@ class LiteRTTarget(Target):
             outs = [i for i in op.get("outputs", []) if i in tensors]
             key = ins[1] if op["op_name"] in COMPUTE_OPS and len(ins) > 1 else (outs[0] if outs else None)
             prec = np.dtype(tensors[key]["dtype"]).name if key is not None else "unknown"
+            if op["op_name"] in COMPUTE_OPS and ins and tensors[ins[0]]["dtype"] == np.int16:
+                prec = "int16x8"  # int16 activations x int8 weights
             counts[(op["op_name"], prec)] += 1
         return [OpInfo(op=op, precision=p, count=n, compute=op in COMPUTE_OPS) for (op, p), n in sorted(counts.items())]

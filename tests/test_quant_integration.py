@@ -161,3 +161,15 @@ def test_resume_reuses_the_quantize_stage(tmp_path):
     onnx_row = next(t for t in second["results"] if t["target"] == "onnxruntime")
     assert onnx_row["metrics"]["top1_agreement"] >= 0.995
     assert first["artifacts"]["onnx"]["sha256"] == second["artifacts"]["onnx"]["sha256"]
+
+
+def test_int16_activations_run_16x8_in_litert(tmp_path):
+    """A16W8: TFLite needs symmetric int16 activations and int64 biases; the other runtimes say they run float."""
+    recipe = quant_recipe(tmp_path, weight_bits=8, act_bits=16)
+    assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
+    gated = gated_results(tmp_path / "run")
+    assert all(t["metrics"]["top1_agreement"] >= 0.995 for t in gated.values())
+    assert gated["litert"]["precision"] == "int16x8"
+    assert gated["onnxruntime"]["precision"] == "fp32"  # no int16 kernels: reported, not hidden
+    details = load_report(tmp_path / "run")["artifacts"]["tflite"]["details"]["postprocess"]
+    assert details["widened_16x8_biases"] == 4 and details["float_io"]["inputs"] == ["INT16"]

@@ -63,6 +63,7 @@ def test_weight_and_activation_ranges():
     assert weight_range(8, "restricted", overflow_fix=True) == (-63, 63)
     assert weight_range(4, "restricted", overflow_fix=True) == (-7, 7)
     assert act_range(4, True) == (torch.int8, -8, 7) and act_range(8, False) == (torch.uint8, 0, 255)
+    assert act_range(16, True) == (torch.int16, -32767, 32767)
 
 
 def test_default_bits_keep_first_conv_and_classifier_at_8():
@@ -86,7 +87,8 @@ def test_override_can_lower_the_first_conv():
     assert resolve_bits(digits_cnn(), cfg)[0][0].weight_bits == 4
 
 
-@pytest.mark.parametrize("bad", [{"weight_bits": 1}, {"weight_bits": 9}, {"act_bits": 3}, {"act_bits": 16},
+@pytest.mark.parametrize("bad", [{"weight_bits": 1}, {"weight_bits": 9}, {"act_bits": 3}, {"act_bits": 12},
+                                 {"act_bits": 32},
                                  {"overrides": [{"match": "(", "weight_bits": 4}]}, {"mode": "gptq"}])
 def test_bad_quantize_config_is_a_config_error(bad, tmp_path):
     from pipeline.recipe import parse_recipe

@@ -14,13 +14,22 @@ from pipeline.stage import StageConfig
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
+def _act_bits_valid(v: int | None) -> int | None:
+    if v is not None and not (4 <= v <= 8 or v == 16):
+        msg = f"activation bits must be 4-8 or 16; got {v}"
+        raise ValueError(msg)
+    return v
+
+
 class LayerOverride(BaseModel):
     """Bits for every quantizable layer whose module name matches ``match`` (a regex, ``re.search``)."""
 
     model_config = ConfigDict(extra="forbid")
     match: str
     weight_bits: int | None = Field(default=None, ge=2, le=8)
-    act_bits: int | None = Field(default=None, ge=4, le=8)
+    act_bits: int | None = Field(default=None, ge=4, le=16)
+
+    _act = field_validator("act_bits")(_act_bits_valid)
 
     @field_validator("match")
     @classmethod
@@ -62,7 +71,7 @@ class QuantizeConfig(StageConfig):
 
     mode: Literal["ptq", "qat"] = "ptq"
     weight_bits: int = Field(default=8, ge=2, le=8)
-    act_bits: int = Field(default=8, ge=4, le=8)
+    act_bits: int = Field(default=8, ge=4, le=16, description="4-8, or 16 (symmetric int16; TFLite 16x8)")
     act_signed: bool = Field(default=True, description="int8 container (signed, affine) or uint8 (unsigned)")
     per_channel: bool = True
     weight_range: Literal["restricted", "full"] = Field(
@@ -74,6 +83,8 @@ class QuantizeConfig(StageConfig):
     overrides: list[LayerOverride] = Field(default_factory=list)
     calibration: CalibrationOptions = CalibrationOptions()
     qat: QATOptions = QATOptions()
+
+    _act = field_validator("act_bits")(_act_bits_valid)
 
 
 def cpu_needs_overflow_fix() -> bool:

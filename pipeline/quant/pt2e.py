@@ -34,7 +34,9 @@ def weight_range(bits: int, mode: str, overflow_fix: bool = False) -> tuple[int,
 
 
 def act_range(bits: int, signed: bool) -> tuple[torch.dtype, int, int]:
-    """Container dtype and integer range of ``bits``-bit activations."""
+    """Container dtype and integer range of ``bits``-bit activations (16 bits: symmetric int16)."""
+    if bits == 16:
+        return torch.int16, -32767, 32767
     if signed:
         return torch.int8, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     return torch.uint8, 0, 2**bits - 1
@@ -56,7 +58,9 @@ def _specs(cfg: QuantizeConfig, w_bits: int, a_bits: int) -> tuple[Any, Any]:
     w_ctor: Any = LSQFakeQuantize if cfg.mode == "qat" else weight_obs
     dtype, a_min, a_max = act_range(a_bits, cfg.act_signed)
     w_min, w_max = weight_range(w_bits, cfg.weight_range, overflow_fix_enabled(cfg))
-    act = QuantizationSpec(dtype=dtype, quant_min=a_min, quant_max=a_max, qscheme=torch.per_tensor_affine,
+    # TFLite's 16x8 kernels take symmetric int16 activations only (zero point 0).
+    act_scheme = torch.per_tensor_symmetric if a_bits == 16 else torch.per_tensor_affine
+    act = QuantizationSpec(dtype=dtype, quant_min=a_min, quant_max=a_max, qscheme=act_scheme,
                            is_dynamic=False, observer_or_fake_quant_ctr=act_ctor.with_args(eps=2**-12))
     weight = QuantizationSpec(
         dtype=torch.int8, quant_min=w_min, quant_max=w_max, ch_axis=0, is_dynamic=False,
