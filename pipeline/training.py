@@ -31,8 +31,12 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarra
 
 def train_supervised(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
                      weight_decay: float, seed: int, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-                     on_epoch: Callable[[EpochLog], None] | None = None) -> list[EpochLog]:
-    """Train with AdamW + cosine schedule and cross-entropy; seeded, deterministic on CPU."""
+                     on_epoch: Callable[[EpochLog], None] | None = None,
+                     after_backward: Callable[[nn.Module], None] | None = None) -> list[EpochLog]:
+    """Train with AdamW + one-cycle schedule and cross-entropy; seeded, deterministic on CPU.
+
+    ``after_backward(model)`` may edit gradients before each optimizer step (e.g. Network Slimming's λ·sign(γ)).
+    """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -49,6 +53,8 @@ def train_supervised(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: 
             loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward is not None:
+                after_backward(model)
             opt.step()
             sched.step()
             total += loss.item() * len(idx)

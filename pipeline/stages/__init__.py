@@ -8,12 +8,14 @@ from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.stage import Stage, StageConfig
+from pipeline.stages.prune import PruneStage
 from pipeline.stages.quantize import QuantizeStage
 from pipeline.stages.train import TrainStage
 
 STAGES: dict[str, type[Stage]] = {
     TrainStage.name: TrainStage,
     QuantizeStage.name: QuantizeStage,
+    PruneStage.name: PruneStage,
 }
 
 

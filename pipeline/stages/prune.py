@@ -1,0 +1,172 @@
+"""`prune`: structured pruning on torch-pruning's dependency graph; channels are physically removed.
+
+Criteria: L1/L2 magnitude, first-order Taylor ((activation·gradient)² grouped by DepGraph), BN scale (optionally
+after Network Slimming sparsity training, λ·sign(γ) on BN gradients) and random (the baseline to beat).
+Budget: a per-layer ``ratio``, or a global ``target_macs`` / ``target_params`` fraction of the original, reached
+in small iterative steps. ``round_to`` keeps channel counts hardware friendly; the classifier is protected.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from pipeline.errors import ConfigError, DataError
+from pipeline.stage import ModelState, Stage, StageConfig, StageContext, StageResult
+
+
+class SlimmingOptions(BaseModel):
+    """Network Slimming sparsity training before BN-scale pruning (Liu et al. 2017)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(default=0, ge=0, description="0: prune on the BN scales as they are")
+    lam: float = Field(default=1e-4, ge=0, description="λ added as λ·sign(γ) to BN γ gradients (1e-5 for ResNets)")
+    lr: float = Field(default=1e-3, gt=0)
+
+
+class PruneConfig(StageConfig):
+    """Which channels go (criterion) and how many (ratio or a global MAC/parameter budget)."""
+
+    criterion: Literal["l1", "l2", "taylor", "bn_scale", "random"] = "l1"
+    ratio: float | None = Field(default=None, gt=0, lt=1, description="fraction of channels removed per layer")
+    target_macs: float | None = Field(default=None, gt=0, lt=1, description="keep this fraction of the MACs")
+    target_params: float | None = Field(default=None, gt=0, lt=1, description="keep this fraction of the params")
+    global_pruning: bool = Field(default=True, description="rank channels across layers (budget mode)")
+    round_to: int | None = Field(default=8, ge=1, description="channel counts stay multiples of this")
+    protect: list[str] = Field(default_factory=list, description="regexes of module names never pruned")
+    protect_classifier: bool = True
+    taylor_batches: int = Field(default=8, ge=1, description="calibration batches whose gradients rank channels")
+    max_steps: int = Field(default=200, ge=1, description="iterative steps to approach a budget")
+    slimming: SlimmingOptions = SlimmingOptions()
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> PruneConfig:
+        given = [k for k in ("ratio", "target_macs", "target_params") if getattr(self, k) is not None]
+        if len(given) != 1:
+            msg = f"give exactly one of ratio, target_macs, target_params; got {given or 'none'}"
+            raise ValueError(msg)
+        return self
+
+
+def _importance(criterion: str) -> object:
+    import torch_pruning as tp
+
+    return {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
+        "bn_scale": lambda: tp.importance.BNScaleImportance(),
+        "random": lambda: tp.importance.RandomImportance(),
+    }[criterion]()
+
+
+def channel_table(model: nn.Module) -> dict[str, int]:
+    """Output channels/features of every conv and linear layer, by module name."""
+    return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+            for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+
+
+class PruneStage(Stage):
+    """Remove channels with torch-pruning's DepGraph; report params and MACs before/after."""
+
+    name = "prune"
+    config_cls = PruneConfig
+
+    def run(self, state: ModelState, ctx: StageContext) -> StageResult:
+        """Prune ``state.model`` in place (after optional sparsity training) to the configured budget."""
+        import torch_pruning as tp
+
+        cfg: PruneConfig = self.config  # type: ignore[assignment]
+        if state.quantized:
+            raise ConfigError("stage prune must come before quantize (it removes float channels)")
+        model = state.model.eval()
+        example = torch.zeros(state.spec.shape)
+        base_macs, base_params = tp.utils.count_ops_and_params(model, example)
+        before = channel_table(model)
+        ignored = [m for n, m in model.named_modules() if n and any(re.search(p, n) for p in cfg.protect)]
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if cfg.protect_classifier and linears:
+            ignored.append(linears[-1])
+        if cfg.criterion == "bn_scale" and cfg.slimming.epochs:
+            self._slimming(model, ctx, cfg.slimming)
+        budget = cfg.ratio is None
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=_importance(cfg.criterion), ignored_layers=ignored, round_to=cfg.round_to,
+            pruning_ratio=cfg.ratio if not budget else 0.95, global_pruning=cfg.global_pruning and budget,
+            iterative_steps=1 if not budget else cfg.max_steps)
+        macs, params = base_macs, base_params
+        steps = 0
+        for _ in range(1 if not budget else cfg.max_steps):
+            if cfg.criterion == "taylor":
+                self._taylor_gradients(model, ctx, cfg.taylor_batches)
+            pruner.step()
+            steps += 1
+            macs, params = tp.utils.count_ops_and_params(model, example)
+            if budget and ((cfg.target_macs and macs <= cfg.target_macs * base_macs)
+                           or (cfg.target_params and params <= cfg.target_params * base_params)):
+                break
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        after = channel_table(model)
+        metrics = {
+            "criterion": cfg.criterion, "steps": steps,
+            "macs_before": int(base_macs), "macs_after": int(macs), "macs_ratio": macs / base_macs,
+            "params_before": int(base_params), "params_after": int(params), "params_ratio": params / base_params,
+            "channels": [{"layer": n, "before": before[n], "after": after.get(n)} for n in before],
+        }
+        ctx.log(f"  MACs {base_macs / 1e6:.2f}M -> {macs / 1e6:.2f}M ({macs / base_macs:.1%}), "
+                f"params {base_params / 1e6:.3f}M -> {params / 1e6:.3f}M ({params / base_params:.1%})")
+        return StageResult(state=state, metrics=metrics)
+
+    @staticmethod
+    def _taylor_gradients(model: nn.Module, ctx: StageContext, batches: int) -> None:
+        # Gradients of the task loss on calibration data; labels if present, else the model's own labels.
+        data = ctx.splits.calibration
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        size = max(1, len(data) // batches)
+        for i in range(0, min(len(data), size * batches), size):
+            x = torch.from_numpy(data.x[i:i + size])
+            out = model(x)
+            y = torch.from_numpy(data.y[i:i + size]) if data.y is not None else out.argmax(1).detach()
+            nn.functional.cross_entropy(out, y).backward()
+
+    @staticmethod
+    def _slimming(model: nn.Module, ctx: StageContext, opts: SlimmingOptions) -> None:
+        from pipeline.training import train_supervised
+
+        train = ctx.splits.train
+        if train.y is None:
+            raise DataError("prune: Network Slimming sparsity training needs labels in the train split")
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+        def sparsify(_: nn.Module) -> None:
+            for bn in bns:  # L1 subgradient on γ (Liu et al.: updateBN)
+                if bn.weight.grad is not None:
+                    bn.weight.grad.add_(opts.lam * torch.sign(bn.weight.detach()))
+
+        train_supervised(model, train.x, train.y, epochs=opts.epochs, lr=opts.lr, batch_size=64, weight_decay=0.0,
+                         seed=ctx.seed, after_backward=sparsify,
+                         on_epoch=lambda log: ctx.log(f"  slimming epoch {log.epoch} loss {log.loss:.4f}"))
+
+    def save(self, state: ModelState, ctx: StageContext) -> list[Path]:
+        """Save tensors (safetensors) and the pruned structure (JSON) — no pickled code objects."""
+        from pipeline._io import atomic_path
+        from pipeline.structure import save_structured
+
+        tensors, record = ctx.workdir / "model.safetensors", ctx.workdir / "structure.json"
+        with atomic_path(tensors) as t, atomic_path(record) as r:
+            save_structured(state.model, t, r)
+        return [tensors, record]
+
+    def load(self, state: ModelState, ctx: StageContext) -> ModelState:
+        """Reshape the unpruned input model to the saved structure and load its weights."""
+        from pipeline.structure import load_structured
+
+        load_structured(state.model, ctx.workdir / "model.safetensors", ctx.workdir / "structure.json")
+        return state

@@ -1,0 +1,89 @@
+"""prune stage: DepGraph-based channel removal, budgets, criteria, export and exact reload."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+from pipeline.recipe import parse_recipe
+from tests.conftest import gated_results, load_report, tiny_recipe, write_recipe
+
+
+def prune_recipe(tmp, **prune: object) -> dict:
+    return tiny_recipe(tmp, stages=[{"type": "train", "epochs": 3, "lr": 0.01}, {"type": "prune", **prune}],
+                       **{"profile.enabled": False, "export.formats": ["onnx"]})
+
+
+def run_prune(tmp, **prune: object) -> dict:
+    assert main(["run", str(write_recipe(tmp, prune_recipe(tmp, **prune))), "--out", str(tmp / "run")]) == 0
+    return load_report(tmp / "run")
+
+
+@pytest.mark.parametrize("budget", [{}, {"ratio": 0.5, "target_macs": 0.5}, {"ratio": 1.5}])
+def test_exactly_one_valid_budget(tmp_path, budget):
+    with pytest.raises(ConfigError, match="stages.1"):
+        parse_recipe(prune_recipe(tmp_path, **budget))
+
+
+def test_ratio_removes_channels_in_multiples_of_round_to_and_protects_the_classifier(tmp_path):
+    report = run_prune(tmp_path, criterion="l1", ratio=0.5, round_to=8)
+    channels = {c["layer"]: c for c in report["stages"][1]["metrics"]["channels"]}
+    assert [channels[n]["after"] for n in ("0", "3", "6")] == [8, 16, 32]
+    assert channels["11"]["after"] == 10  # classifier outputs untouched
+    assert report["stages"][1]["metrics"]["macs_ratio"] < 0.35
+    assert report["results"][0]["metrics"]["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("criterion", ["l2", "taylor", "random"])
+def test_target_macs_is_reached(tmp_path, criterion):
+    m = run_prune(tmp_path, criterion=criterion, target_macs=0.5)["stages"][1]["metrics"]
+    assert m["macs_ratio"] <= 0.5 and m["macs_ratio"] > 0.3
+    assert all(c["after"] % 8 == 0 or c["layer"] == "11" for c in m["channels"])
+
+
+def test_bn_scale_with_network_slimming(tmp_path):
+    m = run_prune(tmp_path, criterion="bn_scale", target_params=0.5,
+                  slimming={"epochs": 1, "lam": 1e-4})["stages"][1]["metrics"]
+    assert m["params_ratio"] <= 0.5
+
+
+def test_pruned_model_exports_to_all_formats_and_reloads_exactly(tmp_path):
+    recipe = prune_recipe(tmp_path, criterion="taylor", target_macs=0.4)
+    recipe["export"] = {"formats": ["onnx", "tflite", "openvino"]}
+    path, out = write_recipe(tmp_path, recipe), str(tmp_path / "run")
+    assert main(["run", str(path), "--out", out]) == 0
+    assert all(r["metrics"]["top1_agreement"] == 1.0 for r in gated_results(tmp_path / "run").values())
+    first = load_report(tmp_path / "run")
+    assert main(["run", str(path), "--out", out, "--resume", "--set", "export.formats=[onnx]"]) == 0
+    second = load_report(tmp_path / "run")
+    assert [s["reused"] for s in second["stages"]] == [True, True]
+    # the pruned structure and weights came back from pruned.pt: byte-identical ONNX
+    assert first["artifacts"]["onnx"]["sha256"] == second["artifacts"]["onnx"]["sha256"]
+
+
+def test_prune_after_quantize_is_an_error(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path, stages=[{"type": "quantize"}, {"type": "prune", "ratio": 0.5}],
+                         **{"profile.enabled": False, "export.formats": ["onnx"]})
+    assert main(["run", str(write_recipe(tmp_path, recipe))]) == 2
+    assert "prune must come before quantize" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_structure_record_round_trips_pruned_torchvision_models(tmp_path, arch):
+    import torch
+    import torch_pruning as tp
+    import torchvision
+
+    from pipeline.structure import load_structured, save_structured
+
+    model = torchvision.models.get_model(arch, num_classes=10).eval()
+    x = torch.rand(2, 3, 64, 64)
+    tp.pruner.MetaPruner(model, x[:1], importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=0.3,
+                         ignored_layers=[m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1:],
+                         round_to=8).step()
+    save_structured(model, tmp_path / "w.safetensors", tmp_path / "s.json")
+    fresh = load_structured(torchvision.models.get_model(arch, num_classes=10), tmp_path / "w.safetensors",
+                            tmp_path / "s.json")
+    with torch.inference_mode():
+        assert torch.equal(fresh(x), model(x))
