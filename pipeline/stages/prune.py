@@ -40,8 +40,9 @@ class PruneConfig(StageConfig):
     round_to: int | None = Field(default=8, ge=1, description="channel counts stay multiples of this")
     protect: list[str] = Field(default_factory=list, description="regexes of module names never pruned")
     protect_classifier: bool = True
-    taylor_batches: int = Field(default=8, ge=1, description="calibration batches whose gradients rank channels")
-    max_steps: int = Field(default=200, ge=1, description="iterative steps to approach a budget")
+    taylor_batches: int = Field(default=4, ge=1, description="calibration batches whose gradients rank channels")
+    max_steps: int = Field(default=50, ge=1,
+                           description="iterative steps to approach a budget (each removes ~2% of channels)")
     slimming: SlimmingOptions = SlimmingOptions()
 
     @model_validator(mode="after")
