@@ -55,7 +55,6 @@ class _ReservoirObserver(MinMaxObserver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.samples: list[torch.Tensor] = []
-        self._seen = 0
         self._gen = torch.Generator().manual_seed(0)
 
     def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
@@ -67,7 +66,6 @@ class _ReservoirObserver(MinMaxObserver):
         if x.numel() > keep:
             x = x[torch.randint(0, x.numel(), (keep,), generator=self._gen)]
         self.samples.append(x)
-        self._seen += 1
         if sum(s.numel() for s in self.samples) > RESERVOIR:
             merged = torch.cat(self.samples)
             self.samples = [merged[torch.randperm(merged.numel(), generator=self._gen)[:RESERVOIR]]]

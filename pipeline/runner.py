@@ -229,16 +229,17 @@ class Runner:
                          "dynamic_batch": exp.dynamic_batch},
         }
         artifacts = {}
+        where = "" if subdir == "artifacts" else f" ({subdir})"
         for fmt in exp.formats:
-            self.log(f"export {fmt}: converting" + ("" if subdir == "artifacts" else f" ({subdir})"))
+            self.log(f"export {fmt}{where}: converting")
             artifact = get_exporter(fmt)(model, spec, ctx, **options[fmt])
             for f in artifact.files:
                 self.manifest.record_file(f)
             key = fmt if subdir == "artifacts" else f"{subdir.removeprefix('artifacts/')}/{fmt}"
             self.manifest.data["artifacts"][key] = artifact.to_dict(self.run_dir)
             self.manifest.save()
-            self.log(f"export {fmt}{'' if subdir == 'artifacts' else ' (' + subdir + ')'}: "
-                     f"{artifact.size_bytes / 1e6:.2f} MB in {artifact.export_seconds:.1f} s ({artifact.converter})")
+            self.log(f"export {fmt}{where}: {artifact.size_bytes / 1e6:.2f} MB in {artifact.export_seconds:.1f} s "
+                     f"({artifact.converter})")
             artifacts[fmt] = artifact
         return artifacts
 

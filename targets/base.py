@@ -120,7 +120,8 @@ class Target(ABC):
         except Exception as e:
             raise ArtifactError(f"{self.name} could not load {self.artifact.path}: {type(e).__name__}: {e}") from e
         self._loaded = True
-        self.precision = summarize_precision(self.op_report())
+        self._ops = self._op_report()
+        self.precision = summarize_precision(self._ops)
         return self
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -143,7 +144,13 @@ class Target(ABC):
         return time_callable(lambda: self._run_chunk(x), warmup, runs, self.threads, x.shape[0])
 
     def op_report(self) -> list[OpInfo]:
-        """What ran at which precision (runtimes that cannot tell return an empty list)."""
+        """What ran at which precision, read once from the loaded runtime (loads it if needed)."""
+        if not self._loaded:
+            self.load()
+        return self._ops
+
+    def _op_report(self) -> list[OpInfo]:
+        """Runtime-specific op listing (runtimes that cannot tell return an empty list)."""
         return []
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:

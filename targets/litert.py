@@ -44,7 +44,7 @@ class LiteRTTarget(Target):
             y = (y.astype(np.float32) - zero) * scale
         return y
 
-    def op_report(self) -> list[OpInfo]:
+    def _op_report(self) -> list[OpInfo]:
         """Tensor element types by builtin op (from the interpreter's op details)."""
         tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
         counts: Counter[tuple[str, str]] = Counter()

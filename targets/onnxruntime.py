@@ -55,7 +55,7 @@ class OnnxRuntimeTarget(Target):
         except Exception:  # an optimized graph with contrib layouts may not reload; the op list is still useful
             return Counter()
 
-    def op_report(self) -> list[OpInfo]:
+    def _op_report(self) -> list[OpInfo]:
         """Node types of the graph after onnxruntime's optimisations (fused integer kernels vs float)."""
         ops = []
         for op, n in sorted(self._kernels.items()):

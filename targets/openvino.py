@@ -40,7 +40,7 @@ class OpenVINOTarget(Target):
         self.request.infer({0: x}, share_inputs=True)
         return np.array(self.request.get_output_tensor(0).data, copy=True)
 
-    def op_report(self) -> list[OpInfo]:
+    def _op_report(self) -> list[OpInfo]:
         """Runtime precision of every executed layer, from the compiled model's execution graph."""
         counts: Counter[tuple[str, str]] = Counter()
         for op in self.compiled.get_runtime_model().get_ordered_ops():

@@ -54,8 +54,7 @@ def train_qat(prepared: torch.fx.GraphModule, teacher: nn.Module, x: np.ndarray,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.epochs * steps_per_epoch)
     xt = torch.from_numpy(x)
     yt = torch.from_numpy(y) if y is not None and opts.label_weight > 0 else None
-    with torch.no_grad():
-        teacher_logits = torch.cat([teacher(xt[i:i + 256]) for i in range(0, len(xt), 256)])
+    teacher_logits = torch.from_numpy(predict(teacher, x))
     history = []
     for epoch in range(1, opts.epochs + 1):
         prepared.train()
