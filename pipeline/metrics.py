@@ -113,3 +113,22 @@ def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None = None) 
         m["reference_accuracy"] = float(np.mean(ref.argmax(1) == labels))
         m["mismatch_when_reference_correct"] = mismatch_when_reference_correct(safe, ref, labels)
     return m
+
+
+def label_metrics(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """The label-preservation metrics of methods.md §5 (used per training epoch and in reports).
+
+    ``agreement``, ``mismatch`` and ``mismatches`` (a count), per-class flip rate and, with labels, the
+    student's and reference's accuracy and the mismatch rate where the reference is correct.
+    """
+    agree = top1_agreement(out, ref)
+    m: dict[str, Any] = {"agreement": agree, "mismatch": 1.0 - agree,
+                         "mismatches": int(np.sum(out.argmax(1) != ref.argmax(1))),
+                         "per_class_flip_rate": per_class_flip_rate(out, ref)}
+    if labels is not None:
+        m["accuracy"] = float(np.mean(out.argmax(1) == labels))
+        m["reference_accuracy"] = float(np.mean(ref.argmax(1) == labels))
+        m["mismatch_when_reference_correct"] = mismatch_when_reference_correct(out, ref, labels)
+        ref_correct = ref.argmax(1) == labels
+        m["mismatches_when_reference_correct"] = int(np.sum(out.argmax(1)[ref_correct] != ref.argmax(1)[ref_correct]))
+    return m

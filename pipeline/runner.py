@@ -6,6 +6,7 @@ stage only when its cache key (stage config, input model, data, seed, versions) 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -189,7 +190,10 @@ class Runner:
                               "seed": self.recipe.seed, "versions": library_versions()})
             workdir = self.run_dir / "stages" / f"{i:02d}-{stage.name}"
             cached = self.manifest.previous_stages.get(key)
-            ctx = StageContext(workdir=workdir, splits=splits, seed=self.recipe.seed, log=self.log)
+            ctx = StageContext(workdir=workdir, splits=splits, seed=self.recipe.seed, log=self.log,
+                               resume=self.resume, fingerprint=key)
+            if stage.name != "train" and "reference" not in state.extras:
+                state.extras["reference"] = copy.deepcopy(state.model).eval()  # the teacher distill defaults to
             if self.resume and cached and self.manifest.verified(cached):
                 state = stage.load(state, ctx)
                 entry = {**cached, "reused": True}

@@ -30,7 +30,8 @@ class ModelState:
     spec: InputSpec
     history: list[dict[str, Any]] = field(default_factory=list)
     # Set by the quantize stage: "float_model" (second reference), "quantizer" (for the TFLite lowering),
-    # "bits" (per-layer bit widths).
+    # "bits" (per-layer bit widths). Set by the runner: "reference" (the model before the first compressing
+    # stage, the default teacher). Set by distill: "distilled" (its result, the next chain link's teacher).
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -41,12 +42,18 @@ class ModelState:
 
 @dataclass
 class StageContext:
-    """What a stage may use: its private work directory, the data splits, the seed and a logger."""
+    """What a stage may use: its private work directory, the data splits, the seed and a logger.
+
+    ``resume``: continue an interrupted training from the checkpoint in ``workdir`` when it carries the same
+    ``fingerprint`` (the stage's cache key: config, input model, data, seed, versions).
+    """
 
     workdir: Path
     splits: Splits
     seed: int
     log: Any  # callable(str) -> None
+    resume: bool = False
+    fingerprint: str = ""
 
 
 @dataclass

@@ -1,22 +1,13 @@
-"""A small supervised training loop (the `train` stage uses it; distillation reuses its pieces)."""
+"""Supervised training (the `train` stage, Network Slimming) and batched inference, on the shared Trainer."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-
-
-@dataclass
-class EpochLog:
-    """Loss and held-out accuracy after one epoch."""
-
-    epoch: int
-    loss: float
-    val_accuracy: float | None
 
 
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -29,42 +20,39 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarra
     return np.concatenate(outs)
 
 
+class CrossEntropyObjective(nn.Module):
+    """``forward(x, y, generator) -> (loss, parts)`` for plain supervised training."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Any], _g: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Cross-entropy of the model's logits against the batch labels."""
+        return nn.functional.cross_entropy(self.model(batch["x"]), batch["y"]), {}
+
+
 def train_supervised(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
                      weight_decay: float, seed: int, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-                     on_epoch: Callable[[EpochLog], None] | None = None,
-                     after_backward: Callable[[nn.Module], None] | None = None) -> list[EpochLog]:
-    """Train with AdamW + one-cycle schedule and cross-entropy; seeded, deterministic on CPU.
+                     log: Callable[[str], None] = print, label: str = "epoch",
+                     after_backward: Callable[[nn.Module], None] | None = None) -> list[dict[str, Any]]:
+    """Cross-entropy training with AdamW and a one-cycle schedule on the shared Trainer; seeded, deterministic.
 
-    ``after_backward(model)`` may edit gradients before each optimizer step (e.g. Network Slimming's λ·sign(γ)).
+    ``after_backward(module)`` may edit gradients before each optimizer step (e.g. Network Slimming's λ·sign(γ)).
+    Returns the per-epoch history (loss, and validation accuracy when ``x_val``/``y_val`` are given).
     """
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * max(1, -(-len(x) // batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    logs = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.randperm(len(xt), generator=g)
-        total, seen = 0.0, 0
-        for i in range(0, len(perm), batch_size):
-            idx = perm[i:i + batch_size]
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if after_backward is not None:
-                after_backward(model)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-        acc = None
-        if x_val is not None and y_val is not None:
-            acc = float((predict(model, x_val).argmax(1) == y_val).mean())
-        log = EpochLog(epoch, total / seen, acc)
-        logs.append(log)
-        if on_epoch:
-            on_epoch(log)
+    from pipeline.trainer import Trainer, TrainerConfig
+
+    cfg = TrainerConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, optimizer="adamw",
+                        schedule="onecycle", restore_best=False)
+
+    def evaluate(_epoch: int) -> dict[str, Any]:
+        if x_val is None or y_val is None:
+            return {}
+        return {"accuracy": float((predict(model, x_val).argmax(1) == y_val).mean())}
+
+    trainer = Trainer(cfg, workdir=None, seed=seed, log=log, evaluate=evaluate, after_backward=after_backward,
+                      label=label)
+    history = trainer.fit(CrossEntropyObjective(model), x, y)
     model.eval()
-    return logs
+    return history

@@ -153,7 +153,7 @@ def test_lsq_trains_inside_a_prepared_graph():
 
 
 def test_function_matching_augmentation_is_seeded_and_shape_preserving():
-    from pipeline.quant.qat import augment_batch, kd_loss
+    from pipeline.distill.losses import augment_batch, kd_loss
 
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
     a = augment_batch(x, "shift+mixup", torch.Generator().manual_seed(3))

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.stage import Stage, StageConfig
+from pipeline.stages.distill import DistillStage
 from pipeline.stages.prune import PruneStage
 from pipeline.stages.quantize import QuantizeStage
 from pipeline.stages.train import TrainStage
@@ -16,6 +17,7 @@ STAGES: dict[str, type[Stage]] = {
     TrainStage.name: TrainStage,
     QuantizeStage.name: QuantizeStage,
     PruneStage.name: PruneStage,
+    DistillStage.name: DistillStage,
 }
 
 

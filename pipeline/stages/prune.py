@@ -152,8 +152,7 @@ class PruneStage(Stage):
                     bn.weight.grad.add_(opts.lam * torch.sign(bn.weight.detach()))
 
         train_supervised(model, train.x, train.y, epochs=opts.epochs, lr=opts.lr, batch_size=64, weight_decay=0.0,
-                         seed=ctx.seed, after_backward=sparsify,
-                         on_epoch=lambda log: ctx.log(f"  slimming epoch {log.epoch} loss {log.loss:.4f}"))
+                         seed=ctx.seed, after_backward=sparsify, log=ctx.log, label="slimming epoch")
 
     def save(self, state: ModelState, ctx: StageContext) -> list[Path]:
         """Save tensors (safetensors) and the pruned structure (JSON) — no pickled code objects."""

@@ -63,7 +63,8 @@ class QuantizeStage(Stage):
             with torch.no_grad():  # LSQ initialises its steps on the first batch
                 prepared(torch.from_numpy(ctx.splits.train.x[: cfg.qat.batch_size]))
             history = train_qat(prepared, float_model, ctx.splits.train.x, ctx.splits.train.y,
-                                ctx.splits.validation.x, cfg.qat, ctx.seed, ctx.workdir, ctx.log)
+                                ctx.splits.validation.x, cfg.qat, ctx.seed, ctx.workdir, ctx.log,
+                                resume=ctx.resume, fingerprint=ctx.fingerprint)
         converted = finish(prepared)
         float_val = predict(float_model, ctx.splits.validation.x)
         quant_val = predict(converted, ctx.splits.validation.x)

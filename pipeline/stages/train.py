@@ -30,13 +30,9 @@ class TrainStage(Stage):
         train, val = ctx.splits.train, ctx.splits.validation
         if train.y is None:
             raise DataError(f"stage train needs labels; the train split ({train.origin}) has none")
-        logs = train_supervised(
+        history = train_supervised(
             state.model, train.x, train.y, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-            weight_decay=cfg.weight_decay, seed=ctx.seed, x_val=val.x, y_val=val.y,
-            on_epoch=lambda log: ctx.log(
-                f"  epoch {log.epoch}/{cfg.epochs} loss {log.loss:.4f}"
-                + (f" val acc {log.val_accuracy:.4f}" if log.val_accuracy is not None else "")),
-        )
-        metrics = {"epochs": [vars(log) for log in logs], "final_loss": logs[-1].loss,
-                   "val_accuracy": logs[-1].val_accuracy, "train_samples": len(train)}
+            weight_decay=cfg.weight_decay, seed=ctx.seed, x_val=val.x, y_val=val.y, log=ctx.log)
+        metrics = {"epochs": history, "final_loss": history[-1]["loss"],
+                   "val_accuracy": history[-1].get("accuracy"), "train_samples": len(train)}
         return StageResult(state=state, metrics=metrics)

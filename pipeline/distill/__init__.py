@@ -1,0 +1,1 @@
+"""Distillation: loss terms, feature taps, the training objective and the label-preservation tuner."""

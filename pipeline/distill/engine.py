@@ -1,0 +1,115 @@
+"""Distil one student from one teacher on array data.
+
+Holdout carving, per-epoch label metrics, FitNets stage 1, and the label-preservation (α, β, T) tuner whose
+objective is held-out mismatch.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.distill.config import FEATURE_LOSSES, DistillConfig, LossSpec
+from pipeline.distill.objective import DistillObjective
+from pipeline.metrics import label_metrics
+from pipeline.trainer import Trainer, TrainerConfig
+from pipeline.training import predict
+
+
+@dataclass
+class DistillData:
+    """Training rows, the held-out rows used for decisions (early stop, tuning), and the reported split."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    holdout_x: np.ndarray
+    holdout_y: np.ndarray | None
+    val_x: np.ndarray
+    val_y: np.ndarray | None
+
+
+def carve_holdout(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int,
+                  val_x: np.ndarray, val_y: np.ndarray | None) -> DistillData:
+    """Hold ``fraction`` of the train split out of training (seeded); the validation split stays untouched."""
+    n = int(round(len(x) * fraction))
+    perm = np.random.default_rng(seed).permutation(len(x))
+    keep, held = np.sort(perm[n:]), np.sort(perm[:n])
+    return DistillData(x[keep], None if y is None else y[keep], x[held], None if y is None else y[held],
+                       val_x, val_y)
+
+
+def _epoch_metrics(student: nn.Module, teacher_holdout: np.ndarray, teacher_val: np.ndarray,
+                   data: DistillData) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if len(data.holdout_x):
+        held = label_metrics(predict(student, data.holdout_x), teacher_holdout, data.holdout_y)
+        out.update({"holdout_agreement": held["agreement"], "holdout_mismatches": held["mismatches"]})
+    out.update(label_metrics(predict(student, data.val_x), teacher_val, data.val_y))
+    return out
+
+
+def distill_once(student: nn.Module, teacher: nn.Module, specs: list[LossSpec], data: DistillData,
+                 cfg: DistillConfig, trainer_cfg: TrainerConfig, *, seed: int, workdir: Path | None,
+                 log: Callable[[str], None], resume: bool = False, fingerprint: str = "") -> list[dict[str, Any]]:
+    """Train ``student`` in place against ``teacher`` with the loss ``specs``; return per-epoch records."""
+    teacher.eval()
+    example = torch.from_numpy(data.x[:2])
+    augment = cfg.augment_mode
+    cached = None if augment != "none" else torch.from_numpy(predict(teacher, data.x))
+    objective = DistillObjective(student, teacher, specs, example, augment=augment, teacher_logits=cached)
+    teacher_holdout = predict(teacher, data.holdout_x) if len(data.holdout_x) else np.zeros((0, 1))
+    teacher_val = predict(teacher, data.val_x)
+    history: list[dict[str, Any]] = []
+    try:
+        if cfg.hint_epochs:
+            objective.only(FEATURE_LOSSES)
+            stage1 = trainer_cfg.model_copy(update={"epochs": cfg.hint_epochs, "early_stop_patience": None,
+                                                    "restore_best": False})
+            Trainer(stage1, workdir=None, seed=seed, log=log, label="hint epoch").fit(objective, data.x, data.y)
+            objective.only(())
+        trainer = Trainer(trainer_cfg, workdir=workdir, seed=seed, log=log,
+                          evaluate=lambda _e: _epoch_metrics(student, teacher_holdout, teacher_val, data),
+                          monitor="holdout_agreement" if len(data.holdout_x) else None,
+                          resume=resume, fingerprint=fingerprint)
+        history = trainer.fit(objective, data.x, data.y)
+    finally:
+        objective.close()
+    student.eval()
+    return history
+
+
+def tune_label_preservation(student: nn.Module, teacher: nn.Module, data: DistillData, cfg: DistillConfig,
+                            *, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Short runs of random (α, β, T) grid points; the winner has the fewest held-out mismatches.
+
+    Ties go to fewer mismatches where the teacher is right, then to the earlier trial. The student passed in
+    is not modified (each trial trains a copy).
+    """
+    grid = list(itertools.product(cfg.tune.alpha, cfg.tune.beta, cfg.tune.temperature))
+    trials = random.Random(seed).sample(grid, min(cfg.tune.trials, len(grid)))
+    epochs = cfg.tune.epochs or max(1, cfg.trainer.epochs // 3)
+    short = cfg.trainer.model_copy(update={"epochs": epochs, "early_stop_patience": None})
+    teacher_holdout = predict(teacher, data.holdout_x)
+    results = []
+    for alpha, beta, temperature in trials:
+        trial = copy.deepcopy(student)
+        distill_once(trial, teacher, cfg.method_terms(alpha, beta, temperature), data, cfg, short, seed=seed,
+                     workdir=None, log=lambda _m: None)
+        held = label_metrics(predict(trial, data.holdout_x), teacher_holdout, data.holdout_y)
+        results.append({"alpha": alpha, "beta": beta, "temperature": temperature,
+                        "holdout_mismatches": held["mismatches"],
+                        "holdout_mismatches_when_teacher_correct": held.get("mismatches_when_reference_correct", 0)})
+        log(f"  tune α={alpha} β={beta} T={temperature}: {held['mismatches']} held-out mismatches")
+    best = min(results, key=lambda r: (r["holdout_mismatches"], r["holdout_mismatches_when_teacher_correct"]))
+    log(f"  tune: chose α={best['alpha']} β={best['beta']} T={best['temperature']} "
+        f"({len(results)} trials of {epochs} epochs)")
+    return {"trials": results, "chosen": best, "epochs_per_trial": epochs}

@@ -1,0 +1,114 @@
+"""`distill`: train the stage's input model (the student) to reproduce a teacher, on the shared Trainer.
+
+The teacher is the model before compression by default (``teacher: input``), the stage's own input for
+born-again generations, or the last distill stage's result for teacher-assistant chains
+(prune → distill → prune → distill with ``teacher: previous_distill``). Train-only heads live in the
+objective and are dropped with it; the state carries only the student.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.distill.config import DistillConfig
+from pipeline.distill.engine import carve_holdout, distill_once, tune_label_preservation
+from pipeline.errors import ConfigError, DataError
+from pipeline.metrics import label_metrics
+from pipeline.stage import ModelState, Stage, StageContext, StageResult
+from pipeline.training import predict
+
+
+def reinitialise(model: nn.Module, seed: int) -> nn.Module:
+    """Fresh random weights for every layer that can reset itself (born-again students start from scratch)."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return model
+
+
+def _macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    import torch_pruning as tp
+
+    macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(shape))
+    return int(macs)
+
+
+class DistillStage(Stage):
+    """Knowledge distillation with composable losses; metrics per epoch as methods.md §5 defines them."""
+
+    name = "distill"
+    config_cls = DistillConfig
+
+    def _teacher(self, state: ModelState) -> nn.Module:
+        cfg: DistillConfig = self.config  # type: ignore[assignment]
+        if cfg.teacher == "stage_input":
+            source = state.model
+        elif cfg.teacher == "previous_distill":
+            source = state.extras.get("distilled") or state.extras.get("reference") or state.model
+        else:
+            source = state.extras.get("reference") or state.model
+        return copy.deepcopy(source).eval()
+
+    def run(self, state: ModelState, ctx: StageContext) -> StageResult:
+        """Tune (label preservation), then train ``generations`` students in turn; the last one is the result."""
+        cfg: DistillConfig = self.config  # type: ignore[assignment]
+        if state.quantized:
+            raise ConfigError("stage distill must come before quantize (QAT distils inside the quantize stage)")
+        train, val = ctx.splits.train, ctx.splits.validation
+        labelled = [s.type for s in cfg.method_terms() if s.type == "ce"]
+        if labelled and train.y is None:
+            raise DataError(f"distill method {cfg.method} uses labels; the train split ({train.origin}) has none "
+                            f"(use method function_matching or kd with alpha: 0 for unlabeled data)")
+        teacher = self._teacher(state)
+        data = carve_holdout(train.x, train.y, cfg.holdout, ctx.seed, val.x, val.y)
+        tuning = None
+        specs = cfg.method_terms()
+        if cfg.method == "label_preservation" and cfg.tune.enabled:
+            tuning = tune_label_preservation(state.model, teacher, data, cfg, seed=ctx.seed, log=ctx.log)
+            chosen = tuning["chosen"]
+            specs = cfg.method_terms(chosen["alpha"], chosen["beta"], chosen["temperature"])
+        ctx.log("  losses: " + " + ".join(f"{s.weight:g}·{s.type}" for s in specs)
+                + (f" (augment {cfg.augment_mode}, live teacher)" if cfg.augment_mode != "none" else ""))
+        start = copy.deepcopy(state.model)
+        generations: list[dict[str, Any]] = []
+        gen_teacher, student = teacher, state.model
+        for gen in range(1, cfg.generations + 1):
+            student = copy.deepcopy(start)
+            if cfg.reinit:
+                reinitialise(student, ctx.seed + gen)
+            workdir = ctx.workdir if cfg.generations == 1 else ctx.workdir / f"generation-{gen}"
+            if cfg.generations > 1:
+                ctx.log(f"  born-again generation {gen}/{cfg.generations}")
+            history = distill_once(student, gen_teacher, specs, data, cfg, cfg.trainer, seed=ctx.seed + gen - 1,
+                                   workdir=workdir, log=ctx.log, resume=ctx.resume,
+                                   fingerprint=f"{ctx.fingerprint}:{gen}")
+            generations.append({"generation": gen, "epochs": history})
+            gen_teacher = student
+        state.model.load_state_dict(student.state_dict())
+        state.model.eval()
+        state.extras["distilled"] = copy.deepcopy(state.model)
+        final = label_metrics(predict(state.model, val.x), predict(teacher, val.x), val.y)
+        metrics = {
+            "method": cfg.method, "teacher": cfg.teacher, "augment": cfg.augment_mode,
+            "losses": [s.model_dump(exclude_defaults=True) for s in specs], "tuning": tuning,
+            "generations": generations, "final_vs_teacher": final,
+            "teacher_macs": _macs(teacher, state.spec.shape), "student_macs": _macs(state.model, state.spec.shape),
+        }
+        ctx.log(f"  vs teacher on validation: agreement {final['agreement']:.4f} ({final['mismatches']} mismatches)"
+                + (f", accuracy {final['accuracy']:.4f} (teacher {final['reference_accuracy']:.4f})"
+                   if "accuracy" in final else ""))
+        return StageResult(state=state, metrics=metrics)
+
+    def load(self, state: ModelState, ctx: StageContext) -> ModelState:
+        """Restore the student's weights and mark it as the next chain link's teacher.
+
+        The structure is the stage input's (e.g. as a prune stage left it), so weights are all that is saved.
+        """
+        state = super().load(state, ctx)
+        state.extras["distilled"] = copy.deepcopy(state.model)
+        return state

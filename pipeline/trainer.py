@@ -1,0 +1,285 @@
+"""The one training loop: distill, QAT and the `train` stage all run through ``Trainer.fit``.
+
+What it owns: optimizer and schedule, the seeded batch order, gradient clipping, a progress bar, an atomic
+checkpoint after every epoch (``resume`` continues from it), per-epoch evaluation and early stopping on a
+monitored metric's plateau. Under ``torchrun`` (``WORLD_SIZE`` > 1) it wraps the objective in
+DistributedDataParallel (gloo on CPU, nccl on GPU), shards each epoch's permutation across ranks and lets only
+rank 0 write checkpoints and log lines; every rank ends with the same weights.
+
+What it does not own: the loss. The caller passes an ``nn.Module`` whose ``forward(batch, generator)``
+returns ``(loss, parts)`` (``batch``: ``x``, ``y`` or None, ``index`` into the training arrays); train-only
+heads live inside that module and are checkpointed with it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainerConfig(BaseModel):
+    """Optimizer, schedule, length and stopping rule of one training run."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(default=20, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, description="stop after this many optimizer steps")
+    batch_size: int = Field(default=64, ge=1, description="per process (global batch = this x world size)")
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD only (Nesterov)")
+    weight_decay: float = Field(default=1e-4, ge=0)
+    schedule: Literal["cosine", "constant", "onecycle", "cosine_restarts"] = "cosine"
+    warmup_epochs: float = Field(default=0.0, ge=0, description="linear warm-up (cosine / constant schedules)")
+    restart_epochs: int = Field(default=5, ge=1, description="period of cosine_restarts")
+    grad_clip: float | None = Field(default=None, gt=0, description="clip the global gradient norm")
+    early_stop_patience: int | None = Field(default=None, ge=1,
+                                            description="stop after this many evaluations without improvement")
+    early_stop_min_delta: float = Field(default=0.0, ge=0)
+    restore_best: bool = Field(default=True, description="end with the weights of the best evaluation")
+
+
+# -- distributed --------------------------------------------------------------------------------------------
+def world() -> tuple[int, int]:
+    """(rank, world size) from the torchrun environment; (0, 1) when not distributed."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (or when not distributed): the process that writes files and logs."""
+    return world()[0] == 0
+
+
+def _init_distributed() -> bool:
+    rank, size = world()
+    if size <= 1:
+        return False
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=rank, world_size=size)
+    return True
+
+
+def _all_ranks_agree(flag: bool, distributed: bool) -> bool:
+    """Rank 0's decision, broadcast so every rank stops at the same epoch."""
+    if not distributed:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0])
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+# -- schedule -----------------------------------------------------------------------------------------------
+def _optimizer(cfg: TrainerConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(cfg: TrainerConfig, opt: torch.optim.Optimizer, steps_per_epoch: int,
+               total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    period = cfg.restart_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        if cfg.schedule == "cosine_restarts":  # SGDR (Loshchilov & Hutter), fixed period
+            return 0.5 * (1 + math.cos(math.pi * ((step - warm) % period) / period))
+        return 0.5 * (1 + math.cos(math.pi * min(step - warm, total - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class _Progress:
+    """A rich progress bar on an interactive terminal (rank 0 only); nothing otherwise (epoch lines suffice)."""
+
+    def __init__(self, enabled: bool, total: int, completed: int) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.task = self.bar.add_task("training", total=total, completed=completed)
+            self.bar.start()
+
+    def advance(self, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=f"training loss {loss:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# -- the loop -----------------------------------------------------------------------------------------------
+class Trainer:
+    """Fits an objective module (``forward(batch, generator) -> (loss, parts)``) to array data.
+
+    ``evaluate(epoch)`` runs on rank 0 after each epoch and returns a metrics dict; ``monitor`` names the key
+    that early stopping and ``restore_best`` follow (higher is better). ``after_backward(objective)`` may edit
+    gradients before each step (Network Slimming). ``resume`` continues from ``workdir/checkpoint.pt`` when its
+    ``fingerprint`` matches the caller's (same config, model and data).
+    """
+
+    def __init__(self, cfg: TrainerConfig, *, workdir: Path | None, seed: int,
+                 log: Callable[[str], None] = print, evaluate: Callable[[int], dict[str, Any]] | None = None,
+                 monitor: str | None = None, after_backward: Callable[[nn.Module], None] | None = None,
+                 resume: bool = False, fingerprint: str = "", label: str = "epoch") -> None:
+        self.cfg, self.workdir, self.seed, self.evaluate = cfg, workdir, seed, evaluate
+        self.monitor, self.after_backward, self.resume, self.fingerprint = monitor, after_backward, resume, fingerprint
+        self.label = label
+        self.main = is_main_process()
+        self.log = log if self.main else (lambda _msg: None)
+
+    def _checkpoint_path(self) -> Path | None:
+        return self.workdir / CHECKPOINT if self.workdir is not None else None
+
+    def _save(self, objective: nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Generator,
+              state: dict[str, Any]) -> None:
+        path = self._checkpoint_path()
+        if path is None or not self.main:
+            return
+        from pipeline._io import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"fingerprint": self.fingerprint, "objective": objective.state_dict(),
+                   "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": g.get_state(),
+                   "torch_rng": torch.get_rng_state(), **state}
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    def _load(self) -> dict[str, Any] | None:
+        path = self._checkpoint_path()
+        if not self.resume or path is None or not path.is_file():
+            return None
+        ckpt = torch.load(path, weights_only=True)
+        if ckpt.get("fingerprint") != self.fingerprint:
+            self.log(f"  checkpoint {path} belongs to another configuration; training from the start")
+            return None
+        return ckpt
+
+    def fit(self, objective: nn.Module, x: np.ndarray, y: np.ndarray | None) -> list[dict[str, Any]]:
+        """Train every parameter of ``objective`` that requires grad; return the per-epoch history."""
+        cfg = self.cfg
+        distributed = _init_distributed()
+        rank, size = world()
+        g = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        params = [p for p in objective.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: the objective has no parameter that requires grad")
+        opt = _optimizer(cfg, params)
+        steps_per_epoch = max(1, math.ceil(len(x) / size / cfg.batch_size))
+        total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps,
+                                                                              cfg.epochs * steps_per_epoch)
+        sched = _scheduler(cfg, opt, steps_per_epoch, total)
+        history: list[dict[str, Any]] = []
+        best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "weights": None}
+        start, step, stale = 1, 0, 0
+        ckpt = self._load()
+        if ckpt is not None:
+            objective.load_state_dict(ckpt["objective"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            g.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            history, best, step, stale = ckpt["history"], ckpt["best"], ckpt["step"], ckpt["stale"]
+            start = cfg.epochs + 1 if ckpt.get("stopped") else ckpt["epoch"] + 1
+            self.log(f"  resumed from {self._checkpoint_path()} after {self.label} {ckpt['epoch']}")
+        model: nn.Module = objective
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(objective)
+        xt = torch.from_numpy(x)
+        yt = torch.from_numpy(y) if y is not None else None
+        bar = _Progress(self.main, total, step)
+        try:
+            for epoch in range(start, cfg.epochs + 1):
+                if step >= total:
+                    break
+                objective.train()
+                perm = torch.randperm(len(xt), generator=g)[rank::size]
+                loss_sum, seen = 0.0, 0
+                parts_sum: dict[str, float] = {}
+                for i in range(0, len(perm), cfg.batch_size):
+                    if step >= total:
+                        break
+                    idx = perm[i:i + cfg.batch_size]
+                    loss, parts = model({"x": xt[idx], "y": None if yt is None else yt[idx], "index": idx}, g)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if self.after_backward is not None:
+                        self.after_backward(objective)
+                    if cfg.grad_clip:
+                        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    opt.step()
+                    sched.step()
+                    step += 1
+                    loss_sum += loss.item() * len(idx)
+                    seen += len(idx)
+                    for k, v in parts.items():
+                        parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * len(idx)
+                    bar.advance(loss.item())
+                objective.eval()
+                record: dict[str, Any] = {"epoch": epoch, "loss": loss_sum / max(1, seen),
+                                          **{f"loss_{k}": v / max(1, seen) for k, v in parts_sum.items()}}
+                stop = False
+                if self.main and self.evaluate is not None:
+                    record.update(self.evaluate(epoch))
+                    if self.monitor is not None:
+                        score = record[self.monitor]
+                        # A plateau is no gain beyond min_delta; among equal scores the later (longer trained,
+                        # lower learning rate) weights are kept.
+                        stale = 0 if score > best["score"] + cfg.early_stop_min_delta else stale + 1
+                        if score >= best["score"]:
+                            best = {"score": score, "epoch": epoch,
+                                    "weights": {k: v.detach().clone() for k, v in objective.state_dict().items()}}
+                        stop = cfg.early_stop_patience is not None and stale >= cfg.early_stop_patience
+                history.append(record)
+                self.log("  " + _format(record, cfg.epochs, self.label))
+                self._save(objective, opt, sched, g, {"epoch": epoch, "history": history, "best": best,
+                                                      "step": step, "stale": stale, "stopped": stop})
+                if _all_ranks_agree(stop, distributed):
+                    self.log(f"  early stop: {self.monitor} has not improved for {stale} evaluations")
+                    break
+        finally:
+            bar.close()
+        if cfg.restore_best and best["weights"] is not None and best["epoch"] != history[-1]["epoch"]:
+            objective.load_state_dict(best["weights"])
+            self.log(f"  restored the weights of {self.label} {best['epoch']} ({self.monitor} {best['score']:.4f})")
+        if distributed:  # rank 0 decided what to restore; make every rank hold exactly its weights
+            import torch.distributed as dist
+
+            for t in objective.state_dict().values():
+                dist.broadcast(t, src=0)
+        objective.eval()
+        return history
+
+
+def _format(record: dict[str, Any], epochs: int, label: str) -> str:
+    shown = [f"{label} {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}"]
+    for key, name in (("accuracy", "acc"), ("agreement", "agree"), ("holdout_agreement", "holdout agree")):
+        if isinstance(record.get(key), float):
+            shown.append(f"{name} {record[key]:.4f}")
+    return " ".join(shown)

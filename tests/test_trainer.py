@@ -1,0 +1,130 @@
+"""The shared Trainer: resume is exact, early stopping and restore-best work, DDP ranks end identical."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.trainer import CHECKPOINT, Trainer, TrainerConfig
+from pipeline.training import CrossEntropyObjective
+from tests.conftest import ROOT
+
+
+def _data(n: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 6)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def _weights(m: nn.Module) -> list[torch.Tensor]:
+    return [v.clone() for v in m.state_dict().values()]
+
+
+CFG = TrainerConfig(epochs=4, batch_size=16, lr=0.05, optimizer="sgd", warmup_epochs=1, restore_best=False)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+    x, y = _data()
+    straight = _model()
+    Trainer(CFG, workdir=tmp_path / "a", seed=3, log=lambda _m: None).fit(CrossEntropyObjective(straight), x, y)
+
+    def crash(epoch: int) -> dict:
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return {}
+
+    interrupted = _model()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(CFG, workdir=tmp_path / "b", seed=3, log=lambda _m: None, evaluate=crash,
+                fingerprint="k").fit(CrossEntropyObjective(interrupted), x, y)
+    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["epoch"] == 2
+    resumed = _model()
+    lines: list[str] = []
+    history = Trainer(CFG, workdir=tmp_path / "b", seed=3, log=lines.append, resume=True,
+                      fingerprint="k").fit(CrossEntropyObjective(resumed), x, y)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert any("resumed" in line for line in lines)
+    for a, b in zip(_weights(straight), _weights(resumed), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    x, y = _data()
+    Trainer(CFG, workdir=tmp_path, seed=0, log=lambda _m: None, fingerprint="old").fit(
+        CrossEntropyObjective(_model()), x, y)
+    lines: list[str] = []
+    history = Trainer(CFG, workdir=tmp_path, seed=0, log=lines.append, resume=True, fingerprint="new").fit(
+        CrossEntropyObjective(_model()), x, y)
+    assert len(history) == 4 and any("another configuration" in line for line in lines)
+
+
+@pytest.mark.parametrize(("scores", "stops_after"), [([0.5, 0.5, 0.5, 0.5, 0.5, 0.5], 3),
+                                                      ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 6)])
+def test_early_stop_on_a_plateau_only(scores, stops_after):
+    x, y = _data()
+    cfg = CFG.model_copy(update={"epochs": 6, "early_stop_patience": 2})
+    history = Trainer(cfg, workdir=None, seed=0, log=lambda _m: None, monitor="agreement",
+                      evaluate=lambda e: {"agreement": scores[e - 1]}).fit(CrossEntropyObjective(_model()), x, y)
+    assert len(history) == stops_after
+
+
+def test_restore_best_returns_the_best_epochs_weights():
+    x, y = _data()
+    model = _model()
+    snapshots = {}
+
+    def evaluate(epoch: int) -> dict:
+        snapshots[epoch] = _weights(model)
+        return {"agreement": 1.0 if epoch == 2 else 0.5}
+
+    cfg = CFG.model_copy(update={"restore_best": True})
+    Trainer(cfg, workdir=None, seed=0, log=lambda _m: None, monitor="agreement", evaluate=evaluate).fit(
+        CrossEntropyObjective(model), x, y)
+    for a, b in zip(_weights(model), snapshots[2], strict=True):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(model), snapshots[4], strict=True))
+
+
+def test_schedules_warm_up_then_decay_or_hold():
+    from pipeline.trainer import _optimizer, _scheduler
+
+    for schedule, last in (("cosine", 0.0), ("constant", 0.05)):
+        cfg = CFG.model_copy(update={"schedule": schedule, "warmup_epochs": 1})
+        opt = _optimizer(cfg, list(_model().parameters()))
+        sched = _scheduler(cfg, opt, steps_per_epoch=2, total=4)
+        lrs = []
+        for _ in range(4):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert lrs[0] == pytest.approx(0.025) and lrs[1] == pytest.approx(0.05)
+        assert opt.param_groups[0]["lr"] == pytest.approx(last, abs=1e-9)
+
+
+def test_two_gloo_processes_end_with_identical_weights(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all(r["world"] == 2 and r["epochs"] == 2 for r in ranks)
+    for k, v in ranks[0]["state"].items():
+        assert torch.equal(v, ranks[1]["state"][k]), k
+    torch.manual_seed(1)
+    from pipeline.zoo import digits_cnn
+
+    initial = digits_cnn(width=4).state_dict()
+    assert not torch.equal(initial["0.weight"], ranks[0]["state"]["0.weight"])  # it trained
+    assert (tmp_path / "work" / CHECKPOINT).is_file()  # rank 0 wrote the checkpoint
