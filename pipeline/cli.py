@@ -98,10 +98,15 @@ def _execute(args: argparse.Namespace, console: object) -> int:
     recipe_path = demo_recipe() if args.command == "demo" else Path(args.recipe)
     recipe = load_recipe(recipe_path, args.overrides)
     run_dir = prepare_run_dir(recipe, args.out)
-    console.print(f"[bold]edgeship[/] {recipe_path} -> {run_dir}")
+    from pipeline.trainer import is_main_process
+
+    if is_main_process():
+        console.print(f"[bold]edgeship[/] {recipe_path} -> {run_dir}")
     runner = Runner(recipe, run_dir, resume=args.resume, log=lambda m: console.print(f"  {m}", highlight=False),
                     phases=PHASES.get(args.command, PHASES["run"]))
     outcome = runner.run()
+    if not runner.main:  # a torchrun worker: rank 0 reports
+        return EXIT_OK
     Console().print(summary_table(outcome.report))
     console.print(f"report: {run_dir / 'report.html'}  ({run_dir / 'report.json'})")
     if not outcome.passed:

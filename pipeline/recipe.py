@@ -157,6 +157,8 @@ class ProfileConfig(Strict):
     runs: int = Field(default=50, ge=10)
     compare_fp32: bool = Field(default=True, description="quantized runs: also export and time the float model "
                                                           "on each runtime (speed-up vs fp32, same runtime)")
+    compare_baseline: bool = Field(default=True, description="pruned runs: also export and time the model before "
+                                                              "pruning on each runtime (speed-up vs unpruned)")
 
 
 class StageSpec(Strict):

@@ -124,6 +124,21 @@ def render_html(report: dict[str, Any]) -> str:
               t["metrics_vs_float"]["sqnr_db"], t["metrics_vs_float"].get("accuracy"),
               t.get("latency", {}).get("p50"), t.get("fp32_latency", {}).get("p50"), t.get("speedup_vs_fp32")]
              for t in r["results"] if "metrics_vs_float" in t]))
+    for s in r["stages"]:
+        if s["type"] != "prune":
+            continue
+        m = s["metrics"]
+        parts.append(f"<h2>Pruning (stage {s['index']}, {html.escape(str(m['criterion']))})</h2>" + _table(
+            ["", "before", "after", "ratio"],
+            [["MACs (M)", m["macs_before"] / 1e6, m["macs_after"] / 1e6, m["macs_ratio"]],
+             ["params (M)", m["params_before"] / 1e6, m["params_after"] / 1e6, m["params_ratio"]]]) + _table(
+            ["layer", "channels before", "channels after"],
+            [[c["layer"], c["before"], c["after"]] for c in m["channels"] if c["before"] != c["after"]]))
+    if any("speedup_vs_baseline" in t for t in r["results"]):
+        parts.append("<h2>Measured speed against the unpruned model (same runtime)</h2>" + _table(
+            ["target", "pruned p50 ms", "unpruned p50 ms", "speed-up"],
+            [[t["target"], t["latency"]["p50"], t["baseline_latency"]["p50"], t["speedup_vs_baseline"]]
+             for t in r["results"] if "speedup_vs_baseline" in t]))
     rows = []
     for t in r["results"]:
         mt = t.get("metrics", {})
@@ -169,13 +184,14 @@ def summary_table(report: dict[str, Any]) -> Any:
     from rich.table import Table
 
     t = Table(title=f"edgeship · {report['name']} · {report['status'].upper()}", title_justify="left")
-    quantized = any("speedup_vs_fp32" in r for r in report["results"])
+    twins = [(key, title) for key, title in (("fp32", "vs fp32"), ("baseline", "vs unpruned"))
+             if any(f"speedup_vs_{key}" in r for r in report["results"])]
     cols = ["target", "precision", "status", "top-1 agree", "rel max err", "p50 ms", "vs PyTorch"]
-    for col in cols + (["vs fp32"] if quantized else []):
+    for col in cols + [title for _, title in twins]:
         t.add_column(col, justify="left" if col in ("target", "precision", "status") else "right")
     if report.get("pytorch_latency"):
         t.add_row("pytorch eager", "fp32", "reference", "—", "—", f"{report['pytorch_latency']['p50']:.3f}", "1.00x",
-                  *(["—"] if quantized else []))
+                  *(["—"] * len(twins)))
     for r in report["results"]:
         m, lat = r.get("metrics", {}), r.get("latency", {})
         style = {"pass": "green", "fail": "bold red", "info": "dim"}.get(r.get("status", ""), "")
@@ -183,5 +199,5 @@ def summary_table(report: dict[str, Any]) -> Any:
                   _fmt(m.get("top1_agreement")), _fmt(m.get("rel_max_err"), 2),
                   f"{lat['p50']:.3f}" if lat else "—",
                   f"{r['speedup_vs_pytorch']:.2f}x" if r.get("speedup_vs_pytorch") else "—",
-                  *([f"{r['speedup_vs_fp32']:.2f}x" if r.get("speedup_vs_fp32") else "—"] if quantized else []))
+                  *[f"{r[f'speedup_vs_{key}']:.2f}x" if r.get(f"speedup_vs_{key}") else "—" for key, _ in twins])
     return t

@@ -40,6 +40,7 @@ from pipeline.models import build_model, load_weights
 from pipeline.recipe import GateConfig, Recipe
 from pipeline.stage import ModelState, StageContext
 from pipeline.stages import build_stage
+from pipeline.trainer import is_main_process
 from pipeline.training import predict
 from targets import DEFAULT_TARGET_FOR_FORMAT, get_target_class
 from targets.base import time_callable
@@ -107,7 +108,9 @@ class Manifest:
                    for rel, digest in entry.get("files", {}).items())
 
     def save(self, status: str | None = None) -> None:
-        """Rewrite the manifest atomically."""
+        """Rewrite the manifest atomically (rank 0 only under torchrun)."""
+        if not is_main_process():
+            return
         if status:
             self.data["status"] = status
             self.data["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -134,7 +137,10 @@ class Runner:
         self.recipe = recipe
         self.run_dir = run_dir
         self.resume = resume
-        self.log = log
+        # Under torchrun every rank runs the stages (training stages synchronise through DDP); only rank 0
+        # writes files, exports, validates and reports.
+        self.main = is_main_process()
+        self.log = log if self.main else (lambda _m: None)
         self.phases = phases
         self.notes: list[str] = []
         self.manifest = Manifest(run_dir, recipe)
@@ -205,7 +211,7 @@ class Runner:
                 result = stage.run(state, ctx)
                 state = result.state
                 eval_mode(state.model)
-                files = stage.save(state, ctx)
+                files = stage.save(state, ctx) if self.main else []
                 self.notes.extend(result.notes)
                 entry = {"index": i, "type": stage.name, "key": key, "status": "done", "reused": False,
                          "seconds": round(time.perf_counter() - t0, 2), "config": stage.config.model_dump(),
@@ -290,8 +296,11 @@ class Runner:
 
     def measure(self, label: str, artifact: Artifact, options: dict[str, Any], gated: bool, splits: Splits,
                 ref: np.ndarray, float_ref: np.ndarray | None, health: dict[str, Any],
-                pytorch_latency: dict[str, Any] | None, fp32_twin: Artifact | None) -> dict[str, Any]:
-        """Validate and profile one artifact on one runtime (and time its fp32 twin on the same runtime)."""
+                pytorch_latency: dict[str, Any] | None, twins: dict[str, Artifact]) -> dict[str, Any]:
+        """Validate and profile one artifact on one runtime, and time its twins on the same runtime.
+
+        Twins: ``fp32`` (the float model of a quantized run) and ``baseline`` (the model before pruning).
+        """
         recipe = self.recipe
         target = self.load_target(label, artifact, options)
         entry: dict[str, Any] = {"target": label, "format": artifact.format, "precision": target.precision,
@@ -309,12 +318,12 @@ class Runner:
             entry["latency"] = target.profile(sample, p.warmup, p.runs).to_dict()
             if pytorch_latency:
                 entry["speedup_vs_pytorch"] = round(pytorch_latency["p50"] / entry["latency"]["p50"], 3)
-            if fp32_twin is not None:
-                twin = self.load_target(label, fp32_twin, options)
-                self.log(f"profile {label} fp32 twin ({twin.precision})")
-                entry["fp32_latency"] = twin.profile(sample, p.warmup, p.runs).to_dict()
-                entry["fp32_precision"] = twin.precision
-                entry["speedup_vs_fp32"] = round(entry["fp32_latency"]["p50"] / entry["latency"]["p50"], 3)
+            for name, twin_artifact in twins.items():
+                twin = self.load_target(label, twin_artifact, options)
+                self.log(f"profile {label} {name} twin ({twin.precision})")
+                entry[f"{name}_latency"] = twin.profile(sample, p.warmup, p.runs).to_dict()
+                entry[f"{name}_precision"] = twin.precision
+                entry[f"speedup_vs_{name}"] = round(entry[f"{name}_latency"]["p50"] / entry["latency"]["p50"], 3)
         return entry
 
     def profile_pytorch(self, model: torch.nn.Module, spec: InputSpec) -> dict[str, Any]:
@@ -348,9 +357,10 @@ class Runner:
 
         t_start = time.perf_counter()
         recipe = self.recipe
-        atomic_write_text(self.run_dir / "recipe.resolved.yaml", yaml.safe_dump(recipe.dump(), sort_keys=False))
-        self.manifest.record_file(self.run_dir / "recipe.resolved.yaml")
-        self.manifest.save()
+        if self.main:
+            atomic_write_text(self.run_dir / "recipe.resolved.yaml", yaml.safe_dump(recipe.dump(), sort_keys=False))
+            self.manifest.record_file(self.run_dir / "recipe.resolved.yaml")
+            self.manifest.save()
         try:
             spec = self.input_spec()
             model = self.build(spec)
@@ -359,6 +369,8 @@ class Runner:
                      f"calibration {len(splits.calibration)}; train {len(splits.train)}")
             state = ModelState(model=model, spec=spec)
             state, stages = self.run_stages(state, splits)
+            if not self.main:
+                return RunOutcome(run_dir=self.run_dir, report={"status": "worker"})
             model = eval_mode(state.model)
             float_model = state.extras.get("float_model")
             quantizer = state.extras.get("quantizer")
@@ -372,12 +384,17 @@ class Runner:
             profiling = "profile" in self.phases and recipe.profile.enabled
             fp32_artifacts = (self.export(float_model, spec, subdir="artifacts/fp32")
                               if quantizer and profiling and recipe.profile.compare_fp32 and artifacts else {})
+            pruned = any(s["type"] == "prune" for s in stages)
+            baseline_artifacts = (self.export(state.extras["reference"], spec, subdir="artifacts/baseline")
+                                  if pruned and profiling and recipe.profile.compare_baseline and artifacts else {})
             pytorch_latency = None
             if profiling:
                 self.log("profile pytorch (eager fp32)")
                 pytorch_latency = self.profile_pytorch(float_model if quantizer else model, spec)
             results = [self.measure(label, artifact, options, gated, splits, ref, float_ref, health,
-                                    pytorch_latency, fp32_artifacts.get(artifact.format))
+                                    pytorch_latency, {name: twins[artifact.format] for name, twins in
+                                                      (("fp32", fp32_artifacts), ("baseline", baseline_artifacts))
+                                                      if artifact.format in twins})
                        for label, artifact, options, gated in self.targets_for(artifacts)]
         except BaseException:
             self.manifest.save(status="error")

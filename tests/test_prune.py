@@ -87,3 +87,41 @@ def test_structure_record_round_trips_pruned_torchvision_models(tmp_path, arch):
                             tmp_path / "s.json")
     with torch.inference_mode():
         assert torch.equal(fresh(x), model(x))
+
+
+def test_pruned_run_times_the_unpruned_model_on_the_same_runtime(tmp_path):
+    recipe = prune_recipe(tmp_path, criterion="l1", target_macs=0.5)
+    recipe["profile"] = {"threads": 1, "warmup": 1, "runs": 10}
+    assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
+    row = next(r for r in load_report(tmp_path / "run")["results"] if r["target"] == "onnxruntime")
+    assert row["speedup_vs_baseline"] == pytest.approx(row["baseline_latency"]["p50"] / row["latency"]["p50"],
+                                                       rel=1e-2)
+    assert (tmp_path / "run" / "artifacts" / "baseline" / "model.onnx").is_file()
+    assert "Measured speed against the unpruned model" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_vision_transformer_prunes_with_whole_heads_kept_and_round_trips(tmp_path):
+    import torch
+    import torchvision
+
+    from pipeline.stages.prune import _attention_round_to, sync_derived_attributes
+    from pipeline.structure import load_structured, save_structured
+
+    def vit() -> torch.nn.Module:
+        return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
+                                                    hidden_dim=64, mlp_dim=128, num_classes=10).eval()
+
+    import torch_pruning as tp
+
+    model = vit()
+    assert _attention_round_to(model, 8) == 8 and _attention_round_to(model, 6) == 12
+    x = torch.rand(2, 3, 32, 32)
+    tp.pruner.MetaPruner(model, x[:1], importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=0.5,
+                         ignored_layers=[model.heads.head], round_to=_attention_round_to(model, 8)).step()
+    sync_derived_attributes(model)
+    assert model.hidden_dim == model.conv_proj.out_channels == 32
+    assert model.encoder.layers[0].self_attention.embed_dim % 4 == 0
+    save_structured(model, tmp_path / "w.safetensors", tmp_path / "s.json")
+    fresh = load_structured(vit(), tmp_path / "w.safetensors", tmp_path / "s.json")
+    with torch.inference_mode():
+        assert torch.equal(fresh(x), model(x))

@@ -128,3 +128,22 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     initial = digits_cnn(width=4).state_dict()
     assert not torch.equal(initial["0.weight"], ranks[0]["state"]["0.weight"])  # it trained
     assert (tmp_path / "work" / CHECKPOINT).is_file()  # rank 0 wrote the checkpoint
+
+
+def test_edgeship_run_under_torchrun_trains_with_ddp_and_rank_0_reports(tmp_path):
+    from tests.conftest import load_report, tiny_recipe, write_recipe
+
+    recipe = tiny_recipe(tmp_path, stages=[{"type": "train", "epochs": 2, "lr": 0.01},
+                                           {"type": "prune", "criterion": "l1", "target_macs": 0.6},
+                                           {"type": "distill", "trainer": {"epochs": 2}}],
+                         **{"export.formats": ["onnx"], "profile.enabled": False})
+    path = write_recipe(tmp_path, recipe)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "pipeline.cli", "run", str(path)], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = load_report(tmp_path / "runs" / "tiny")
+    assert report["stages"][2]["metrics"]["processes"] == 2
+    assert report["results"][0]["metrics"]["top1_agreement"] == 1.0
+    assert proc.stdout.count("edgeship · tiny · PASS") == 1  # one summary, from rank 0

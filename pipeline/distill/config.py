@@ -37,11 +37,12 @@ class TuneOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    alpha: list[float] = Field(default=[0.5, 1.0, 2.0, 4.0], min_length=1)
-    beta: list[float] = Field(default=[0.0, 0.05, 0.2, 1.0], min_length=1)
+    alpha: list[float] = Field(default=[0.5, 1.0, 2.0], min_length=1)
+    beta: list[float] = Field(default=[0.1, 0.5, 1.0, 2.0], min_length=1)
     temperature: list[float] = Field(default=[1.0, 2.0, 4.0], min_length=1)
     trials: int = Field(default=8, ge=1)
-    epochs: int | None = Field(default=None, ge=1, description="per trial; default a third of trainer.epochs")
+    epochs: int | None = Field(default=None, ge=1, description="per trial; default trainer.epochs (the winning "
+                                                                  "trial is then kept, not retrained)")
 
 
 class DistillConfig(StageConfig):
@@ -66,7 +67,7 @@ class DistillConfig(StageConfig):
                                      "(born-again); previous_distill: the last distill stage's result (TA chains)")
     reinit: bool = Field(default=False, description="re-initialise the student (born-again networks)")
     generations: int = Field(default=1, ge=1, description="born-again generations (each teaches the next)")
-    holdout: float = Field(default=0.1, ge=0, lt=0.5,
+    holdout: float = Field(default=0.15, ge=0, lt=0.5,
                            description="fraction of the train split held out for early stopping and tuning")
     trainer: TrainerConfig = TrainerConfig(epochs=30, lr=2e-3, optimizer="adamw", early_stop_patience=None)
 

@@ -87,29 +87,56 @@ def distill_once(student: nn.Module, teacher: nn.Module, specs: list[LossSpec], 
     return history
 
 
-def tune_label_preservation(student: nn.Module, teacher: nn.Module, data: DistillData, cfg: DistillConfig,
-                            *, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Short runs of random (α, β, T) grid points; the winner has the fewest held-out mismatches.
+@dataclass
+class Tuning:
+    """The trials of a label-preservation search and the winner.
 
-    Ties go to fewer mismatches where the teacher is right, then to the earlier trial. The student passed in
-    is not modified (each trial trains a copy).
+    ``student`` is the winner's trained model when trials run the full schedule (it is then not retrained).
+    """
+
+    trials: list[dict[str, Any]]
+    chosen: dict[str, Any]
+    epochs_per_trial: int
+    student: nn.Module | None
+    history: list[dict[str, Any]]
+
+    def summary(self) -> dict[str, Any]:
+        """What the report records."""
+        return {"trials": self.trials, "chosen": self.chosen, "epochs_per_trial": self.epochs_per_trial}
+
+
+def tune_label_preservation(student: nn.Module, teacher: nn.Module, data: DistillData, cfg: DistillConfig,
+                            *, seed: int, log: Callable[[str], None]) -> Tuning:
+    """Train one student per random (α, β, T) grid point; the winner has the fewest held-out mismatches.
+
+    Ties go to fewer mismatches where the teacher is right, then to the smaller held-out logit MSE to the
+    teacher (a smooth signal where counts are small). The student passed in is not modified.
     """
     grid = list(itertools.product(cfg.tune.alpha, cfg.tune.beta, cfg.tune.temperature))
     trials = random.Random(seed).sample(grid, min(cfg.tune.trials, len(grid)))
-    epochs = cfg.tune.epochs or max(1, cfg.trainer.epochs // 3)
-    short = cfg.trainer.model_copy(update={"epochs": epochs, "early_stop_patience": None})
+    epochs = cfg.tune.epochs or cfg.trainer.epochs
+    trial_cfg = cfg.trainer.model_copy(update={"epochs": epochs})
     teacher_holdout = predict(teacher, data.holdout_x)
-    results = []
+    results: list[dict[str, Any]] = []
+    best: tuple[tuple[float, ...], int, nn.Module, list[dict[str, Any]]] | None = None
     for alpha, beta, temperature in trials:
         trial = copy.deepcopy(student)
-        distill_once(trial, teacher, cfg.method_terms(alpha, beta, temperature), data, cfg, short, seed=seed,
-                     workdir=None, log=lambda _m: None)
-        held = label_metrics(predict(trial, data.holdout_x), teacher_holdout, data.holdout_y)
-        results.append({"alpha": alpha, "beta": beta, "temperature": temperature,
-                        "holdout_mismatches": held["mismatches"],
-                        "holdout_mismatches_when_teacher_correct": held.get("mismatches_when_reference_correct", 0)})
+        history = distill_once(trial, teacher, cfg.method_terms(alpha, beta, temperature), data, cfg, trial_cfg,
+                               seed=seed, workdir=None, log=lambda _m: None)
+        out = predict(trial, data.holdout_x)
+        held = label_metrics(out, teacher_holdout, data.holdout_y)
+        row = {"alpha": alpha, "beta": beta, "temperature": temperature, "holdout_mismatches": held["mismatches"],
+               "holdout_mismatches_when_teacher_correct": held.get("mismatches_when_reference_correct", 0),
+               "holdout_logit_mse": float(np.mean((out - teacher_holdout) ** 2))}
+        results.append(row)
+        key = (row["holdout_mismatches"], row["holdout_mismatches_when_teacher_correct"], row["holdout_logit_mse"])
+        if best is None or key < best[0]:
+            best = (key, len(results) - 1, trial, history)
         log(f"  tune α={alpha} β={beta} T={temperature}: {held['mismatches']} held-out mismatches")
-    best = min(results, key=lambda r: (r["holdout_mismatches"], r["holdout_mismatches_when_teacher_correct"]))
-    log(f"  tune: chose α={best['alpha']} β={best['beta']} T={best['temperature']} "
+    assert best is not None  # the grid and trials are non-empty (config validation)
+    _, index, winner, history = best
+    chosen = results[index]
+    log(f"  tune: chose α={chosen['alpha']} β={chosen['beta']} T={chosen['temperature']} "
         f"({len(results)} trials of {epochs} epochs)")
-    return {"trials": results, "chosen": best, "epochs_per_trial": epochs}
+    full = epochs == cfg.trainer.epochs
+    return Tuning(results, chosen, epochs, winner if full else None, history if full else [])

@@ -19,6 +19,7 @@ from pipeline.distill.engine import carve_holdout, distill_once, tune_label_pres
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import label_metrics
 from pipeline.stage import ModelState, Stage, StageContext, StageResult
+from pipeline.trainer import world
 from pipeline.training import predict
 
 
@@ -70,7 +71,7 @@ class DistillStage(Stage):
         specs = cfg.method_terms()
         if cfg.method == "label_preservation" and cfg.tune.enabled:
             tuning = tune_label_preservation(state.model, teacher, data, cfg, seed=ctx.seed, log=ctx.log)
-            chosen = tuning["chosen"]
+            chosen = tuning.chosen
             specs = cfg.method_terms(chosen["alpha"], chosen["beta"], chosen["temperature"])
         ctx.log("  losses: " + " + ".join(f"{s.weight:g}·{s.type}" for s in specs)
                 + (f" (augment {cfg.augment_mode}, live teacher)" if cfg.augment_mode != "none" else ""))
@@ -78,6 +79,12 @@ class DistillStage(Stage):
         generations: list[dict[str, Any]] = []
         gen_teacher, student = teacher, state.model
         for gen in range(1, cfg.generations + 1):
+            if gen == 1 and tuning is not None and tuning.student is not None and not cfg.reinit:
+                ctx.log("  the winning trial ran the full schedule: it is the first student")
+                student = tuning.student
+                generations.append({"generation": gen, "epochs": tuning.history})
+                gen_teacher = student
+                continue
             student = copy.deepcopy(start)
             if cfg.reinit:
                 reinitialise(student, ctx.seed + gen)
@@ -95,9 +102,11 @@ class DistillStage(Stage):
         final = label_metrics(predict(state.model, val.x), predict(teacher, val.x), val.y)
         metrics = {
             "method": cfg.method, "teacher": cfg.teacher, "augment": cfg.augment_mode,
-            "losses": [s.model_dump(exclude_defaults=True) for s in specs], "tuning": tuning,
+            "losses": [s.model_dump(exclude_defaults=True) for s in specs],
+            "tuning": tuning.summary() if tuning is not None else None,
             "generations": generations, "final_vs_teacher": final,
             "teacher_macs": _macs(teacher, state.spec.shape), "student_macs": _macs(state.model, state.spec.shape),
+            "processes": world()[1],
         }
         ctx.log(f"  vs teacher on validation: agreement {final['agreement']:.4f} ({final['mismatches']} mismatches)"
                 + (f", accuracy {final['accuracy']:.4f} (teacher {final['reference_accuracy']:.4f})"

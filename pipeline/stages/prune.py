@@ -8,6 +8,7 @@ in small iterative steps. ``round_to`` keeps channel counts hardware friendly; t
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -66,6 +67,21 @@ def _importance(criterion: str) -> object:
     }[criterion]()
 
 
+def _attention_round_to(model: nn.Module, round_to: int | None) -> int | None:
+    """Channel multiple that also keeps every nn.MultiheadAttention's embed dim divisible by its head count."""
+    heads = [m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    if not heads:
+        return round_to
+    return math.lcm(round_to or 1, *heads)
+
+
+def sync_derived_attributes(model: nn.Module) -> None:
+    """Update attributes a forward pass reads that torch-pruning cannot see (torchvision ViT's hidden_dim)."""
+    for m in model.modules():
+        if hasattr(m, "hidden_dim") and isinstance(getattr(m, "conv_proj", None), nn.Conv2d):
+            m.hidden_dim = m.conv_proj.out_channels
+
+
 def channel_table(model: nn.Module) -> dict[str, int]:
     """Output channels/features of every conv and linear layer, by module name."""
     return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
@@ -96,8 +112,11 @@ class PruneStage(Stage):
         if cfg.criterion == "bn_scale" and cfg.slimming.epochs:
             self._slimming(model, ctx, cfg.slimming)
         budget = cfg.ratio is None
+        round_to = _attention_round_to(model, cfg.round_to)
+        if round_to != cfg.round_to:
+            ctx.log(f"  round_to {cfg.round_to} -> {round_to}: attention embed dims must stay divisible by the heads")
         pruner = tp.pruner.MetaPruner(
-            model, example, importance=_importance(cfg.criterion), ignored_layers=ignored, round_to=cfg.round_to,
+            model, example, importance=_importance(cfg.criterion), ignored_layers=ignored, round_to=round_to,
             pruning_ratio=cfg.ratio if not budget else 0.95, global_pruning=cfg.global_pruning and budget,
             iterative_steps=1 if not budget else cfg.max_steps)
         macs, params = base_macs, base_params
@@ -106,6 +125,7 @@ class PruneStage(Stage):
             if cfg.criterion == "taylor":
                 self._taylor_gradients(model, ctx, cfg.taylor_batches)
             pruner.step()
+            sync_derived_attributes(model)
             steps += 1
             macs, params = tp.utils.count_ops_and_params(model, example)
             if budget and ((cfg.target_macs and macs <= cfg.target_macs * base_macs)
