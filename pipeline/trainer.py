@@ -46,7 +46,9 @@ class TrainerConfig(BaseModel):
     early_stop_patience: int | None = Field(default=None, ge=1,
                                             description="stop after this many evaluations without improvement")
     early_stop_min_delta: float = Field(default=0.0, ge=0)
-    restore_best: bool = Field(default=True, description="end with the weights of the best evaluation")
+    restore_best: bool = Field(default=False, description="end with the weights of the best evaluation (a small "
+                                                           "holdout is noisy: with a cosine decay the last epoch "
+                                                           "is usually the better choice)")
 
 
 # -- distributed --------------------------------------------------------------------------------------------

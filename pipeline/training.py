@@ -44,7 +44,7 @@ def train_supervised(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: 
     from pipeline.trainer import Trainer, TrainerConfig
 
     cfg = TrainerConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, optimizer="adamw",
-                        schedule="onecycle", restore_best=False)
+                        schedule="onecycle")
 
     def evaluate(_epoch: int) -> dict[str, Any]:
         if x_val is None or y_val is None:

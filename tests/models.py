@@ -16,3 +16,11 @@ def zero_head(num_classes: int = 10) -> nn.Module:
     nn.init.zeros_(model[-1].weight)
     nn.init.zeros_(model[-1].bias)
     return model
+
+
+def tiny_vit(num_classes: int = 10) -> nn.Module:
+    """A torchvision VisionTransformer small enough for tests (32x32, 2 layers, 4 heads of 16)."""
+    from torchvision.models import VisionTransformer
+
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
+                             num_classes=num_classes)

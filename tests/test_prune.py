@@ -8,6 +8,7 @@ from pipeline.cli import main
 from pipeline.errors import ConfigError
 from pipeline.recipe import parse_recipe
 from tests.conftest import gated_results, load_report, tiny_recipe, write_recipe
+from tests.models import tiny_vit
 
 
 def prune_recipe(tmp, **prune: object) -> dict:
@@ -125,3 +126,52 @@ def test_vision_transformer_prunes_with_whole_heads_kept_and_round_trips(tmp_pat
     fresh = load_structured(vit(), tmp_path / "w.safetensors", tmp_path / "s.json")
     with torch.inference_mode():
         assert torch.equal(fresh(x), model(x))
+
+
+def test_whole_attention_heads_are_removed_then_the_channel_budget(tmp_path):
+    import torch
+
+    from pipeline.attention import HeadAttention, split_attention
+    from pipeline.stage import ModelState, StageContext
+    from pipeline.stages.prune import PruneConfig, PruneStage
+
+    def vit() -> torch.nn.Module:
+        return tiny_vit().eval()
+
+    # the split is exact before any pruning
+    model, reference = vit(), vit()
+    reference.load_state_dict(model.state_dict())
+    split_attention(model)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+    from calibration.splits import make_splits
+    from exporters.artifact import InputSpec
+
+    splits = make_splits("digits", "digits", 8, 8, 0, (3, 32, 32), (0.5,) * 3, (0.5,) * 3)
+    spec = InputSpec(shape=(1, 3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=10)
+    stage = PruneStage(PruneConfig(type="prune", criterion="l1", target_macs=0.6, heads_ratio=0.5))
+    ctx = StageContext(workdir=tmp_path, splits=splits, seed=0, log=lambda _m: None)
+    result = stage.run(ModelState(vit(), spec), ctx)
+    pruned = result.state.model
+    assert result.metrics["attention_heads"] == {"before": 8, "after": 4}
+    assert result.metrics["macs_ratio"] <= 0.6
+    atts = [m for m in pruned.modules() if isinstance(m, HeadAttention)]
+    assert sum(a.num_heads for a in atts) == 4 and all(a.head_dim == 16 for a in atts)
+    stage.save(result.state, ctx)
+    restored = stage.load(ModelState(vit(), spec), ctx).model
+    with torch.inference_mode():
+        assert torch.equal(restored(x), pruned(x))
+
+
+def test_head_pruned_vision_transformer_exports_to_all_formats(tmp_path):
+    recipe = tiny_recipe(tmp_path, stages=[{"type": "train", "epochs": 2, "lr": 0.003},  # its head starts at zero
+                                           {"type": "prune", "criterion": "l1", "target_macs": 0.6,
+                                            "heads_ratio": 0.5}],
+                         **{"model.source": "tests.models:tiny_vit", "model.input.shape": [1, 3, 32, 32],
+                            "model.input.mean": [0.5, 0.5, 0.5], "model.input.std": [0.5, 0.5, 0.5],
+                            "profile.enabled": False, "validate.gates.top1_agreement_min": 1.0})
+    assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
+    assert load_report(tmp_path / "run")["stages"][1]["metrics"]["attention_heads"] == {"before": 8, "after": 4}
+    assert all(r["metrics"]["top1_agreement"] == 1.0 for r in gated_results(tmp_path / "run").values())

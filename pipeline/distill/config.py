@@ -67,8 +67,9 @@ class DistillConfig(StageConfig):
                                      "(born-again); previous_distill: the last distill stage's result (TA chains)")
     reinit: bool = Field(default=False, description="re-initialise the student (born-again networks)")
     generations: int = Field(default=1, ge=1, description="born-again generations (each teaches the next)")
-    holdout: float = Field(default=0.15, ge=0, lt=0.5,
-                           description="fraction of the train split held out for early stopping and tuning")
+    holdout: float | None = Field(default=None, ge=0, lt=0.5,
+                                  description="fraction of the train split held out for tuning, early stopping "
+                                              "and restore-best; default 0.15 when one of them is on, else 0")
     trainer: TrainerConfig = TrainerConfig(epochs=30, lr=2e-3, optimizer="adamw", early_stop_patience=None)
 
     @model_validator(mode="after")
@@ -76,13 +77,27 @@ class DistillConfig(StageConfig):
         if self.method == "custom" and not self.losses:
             msg = "method custom needs at least one entry in losses"
             raise ValueError(msg)
-        if self.method == "label_preservation" and self.tune.enabled and self.holdout == 0:
-            msg = "label_preservation tuning needs a holdout fraction > 0 (its objective is held-out mismatch)"
+        if self.needs_holdout and self.holdout == 0:
+            msg = ("tuning, early stopping and restore_best decide on held-out rows: holdout must be > 0 "
+                   "(label_preservation tuning's objective is held-out mismatch)")
             raise ValueError(msg)
         if self.hint_epochs and not any(s.type in FEATURE_LOSSES for s in self.losses):
             msg = "hint_epochs needs a feature term (hint, similarity or projector) in losses"
             raise ValueError(msg)
         return self
+
+    @property
+    def needs_holdout(self) -> bool:
+        """True when a decision (tuning, early stop, restore-best) is taken on held-out rows."""
+        tuning = self.method == "label_preservation" and self.tune.enabled
+        return tuning or self.trainer.early_stop_patience is not None or self.trainer.restore_best
+
+    @property
+    def holdout_fraction(self) -> float:
+        """The held-out fraction actually used (rows held out are never trained on)."""
+        if self.holdout is not None:
+            return self.holdout
+        return 0.15 if self.needs_holdout else 0.0
 
     @property
     def augment_mode(self) -> str:

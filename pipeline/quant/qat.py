@@ -47,7 +47,7 @@ def train_qat(prepared: torch.fx.GraphModule, teacher: nn.Module, x: np.ndarray,
     objective = DistillObjective(prepared, teacher, qat_terms(opts, y is not None), torch.from_numpy(x[:2]),
                                  augment=opts.augment, teacher_logits=cached)
     cfg = TrainerConfig(epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, optimizer="adam",
-                        weight_decay=0.0, schedule="cosine", restore_best=False)
+                        weight_decay=0.0, schedule="cosine")
     trainer = Trainer(cfg, workdir=workdir, seed=seed, log=log, label="qat epoch", resume=resume,
                       fingerprint=fingerprint,
                       evaluate=lambda _e: {"agreement": top1_agreement(predict(prepared, x_val), teacher_val)})

@@ -66,7 +66,7 @@ class DistillStage(Stage):
             raise DataError(f"distill method {cfg.method} uses labels; the train split ({train.origin}) has none "
                             f"(use method function_matching or kd with alpha: 0 for unlabeled data)")
         teacher = self._teacher(state)
-        data = carve_holdout(train.x, train.y, cfg.holdout, ctx.seed, val.x, val.y)
+        data = carve_holdout(train.x, train.y, cfg.holdout_fraction, ctx.seed, val.x, val.y)
         tuning = None
         specs = cfg.method_terms()
         if cfg.method == "label_preservation" and cfg.tune.enabled:

@@ -41,6 +41,9 @@ class PruneConfig(StageConfig):
     round_to: int | None = Field(default=8, ge=1, description="channel counts stay multiples of this")
     protect: list[str] = Field(default_factory=list, description="regexes of module names never pruned")
     protect_classifier: bool = True
+    heads_ratio: float | None = Field(
+        default=None, gt=0, lt=1, description="transformers: fraction of attention heads removed (whole heads, "
+                                              "ranked globally) before the channel budget is applied")
     taylor_batches: int = Field(default=4, ge=1, description="calibration batches whose gradients rank channels")
     max_steps: int = Field(default=50, ge=1,
                            description="iterative steps to approach a budget (each removes ~2% of channels)")
@@ -111,6 +114,7 @@ class PruneStage(Stage):
             ignored.append(linears[-1])
         if cfg.criterion == "bn_scale" and cfg.slimming.epochs:
             self._slimming(model, ctx, cfg.slimming)
+        heads, head_counts = self._prune_heads(model, example, ignored, cfg, ctx) if cfg.heads_ratio else ({}, None)
         budget = cfg.ratio is None
         round_to = _attention_round_to(model, cfg.round_to)
         if round_to != cfg.round_to:
@@ -118,7 +122,8 @@ class PruneStage(Stage):
         pruner = tp.pruner.MetaPruner(
             model, example, importance=_importance(cfg.criterion), ignored_layers=ignored, round_to=round_to,
             pruning_ratio=cfg.ratio if not budget else 0.95, global_pruning=cfg.global_pruning and budget,
-            iterative_steps=1 if not budget else cfg.max_steps)
+            iterative_steps=1 if not budget else cfg.max_steps,
+            num_heads=heads, prune_num_heads=False, prune_head_dims=False)  # heads were decided above
         macs, params = base_macs, base_params
         steps = 0
         for _ in range(1 if not budget else cfg.max_steps):
@@ -135,7 +140,7 @@ class PruneStage(Stage):
         model.eval()
         after = channel_table(model)
         metrics = {
-            "criterion": cfg.criterion, "steps": steps,
+            "criterion": cfg.criterion, "steps": steps, "attention_heads": head_counts,
             "macs_before": int(base_macs), "macs_after": int(macs), "macs_ratio": macs / base_macs,
             "params_before": int(base_params), "params_after": int(params), "params_ratio": params / base_params,
             "channels": [{"layer": n, "before": before[n], "after": after.get(n)} for n in before],
@@ -143,6 +148,33 @@ class PruneStage(Stage):
         ctx.log(f"  MACs {base_macs / 1e6:.2f}M -> {macs / 1e6:.2f}M ({macs / base_macs:.1%}), "
                 f"params {base_params / 1e6:.3f}M -> {params / 1e6:.3f}M ({params / base_params:.1%})")
         return StageResult(state=state, metrics=metrics)
+
+    @staticmethod
+    def _prune_heads(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module], cfg: PruneConfig,
+                     ctx: StageContext) -> tuple[dict[nn.Module, int], dict[str, int]]:
+        """Remove whole attention heads (global ranking).
+
+        Returns {q/k/v linear: heads left} for the channel pass, and the head counts before and after.
+        """
+        import torch_pruning as tp
+
+        from pipeline.attention import HeadAttention, split_attention
+
+        heads = split_attention(model)
+        if not heads:
+            raise ConfigError("prune.heads_ratio: the model has no nn.MultiheadAttention to remove heads from")
+        before = len(heads) // 3 * next(iter(heads.values()))
+        if cfg.criterion == "taylor":
+            PruneStage._taylor_gradients(model, ctx, cfg.taylor_batches)
+        # pruning_ratio ~0: this pass removes heads only; the channel budget follows in the main pass
+        tp.pruner.MetaPruner(model, example, importance=_importance(cfg.criterion), ignored_layers=ignored,
+                             pruning_ratio=1e-6, global_pruning=True, num_heads=heads, prune_num_heads=True,
+                             prune_head_dims=False, head_pruning_ratio=cfg.heads_ratio).step()
+        model.zero_grad(set_to_none=True)
+        left = {a.q: a.num_heads for a in model.modules() if isinstance(a, HeadAttention)}
+        ctx.log(f"  attention heads {before} -> {sum(left.values())}")
+        return ({m: left[a.q] for a in model.modules() if isinstance(a, HeadAttention) for m in (a.q, a.k, a.v)},
+                {"before": before, "after": sum(left.values())})
 
     @staticmethod
     def _taylor_gradients(model: nn.Module, ctx: StageContext, batches: int) -> None:
@@ -186,7 +218,11 @@ class PruneStage(Stage):
 
     def load(self, state: ModelState, ctx: StageContext) -> ModelState:
         """Reshape the unpruned input model to the saved structure and load its weights."""
+        from pipeline.attention import split_attention
         from pipeline.structure import load_structured
 
+        cfg: PruneConfig = self.config  # type: ignore[assignment]
+        if cfg.heads_ratio:
+            split_attention(state.model)  # the saved structure has per-head q/k/v projections
         load_structured(state.model, ctx.workdir / "model.safetensors", ctx.workdir / "structure.json")
         return state
