@@ -38,7 +38,8 @@ class TuneOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     alpha: list[float] = Field(default=[0.5, 1.0, 2.0], min_length=1)
-    beta: list[float] = Field(default=[0.1, 0.5, 1.0, 2.0], min_length=1)
+    beta: list[float] = Field(default=[0.5, 1.0, 2.0], min_length=1,
+                              description="the logit-MSE weight: the term that targets argmax agreement")
     temperature: list[float] = Field(default=[1.0, 2.0, 4.0], min_length=1)
     trials: int = Field(default=8, ge=1)
     epochs: int | None = Field(default=None, ge=1, description="per trial; default trainer.epochs (the winning "

@@ -90,7 +90,11 @@ class DistillObjective(nn.Module):
         t_shapes = _probe(teacher, t_names, example, "losses.teacher")
         self.terms = nn.ModuleList(build_term(s, s_shapes, t_shapes) for s in specs)
         self.weights = [s.weight for s in specs]
+        types = [s.type for s in specs]
+        self.names = [t if types.count(t) == 1 else f"{t}{i}" for i, t in enumerate(types)]
         self.active = list(range(len(specs)))
+        # teacher features come from hooks, so a teacher whose features are read must run on every batch
+        self.live_teacher = augment != "none" or teacher_logits is None or bool(t_names)
         self._s_feats: dict[str, torch.Tensor] = {}
         self._t_feats: dict[str, torch.Tensor] = {}
         self._handles = [_module(student, n, "losses.student").register_forward_hook(self._tap(self._s_feats, n))
@@ -116,13 +120,12 @@ class DistillObjective(nn.Module):
     def forward(self, batch: dict[str, Any], g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted sum of the active terms, and each term's value."""
         x, y = batch["x"], batch["y"]
-        live = self.augment != "none" or self.teacher_logits is None or bool(self._t_feats_needed)
         if self.augment != "none":
             x = augment_batch(x, self.augment, g)
             if "mixup" in self.augment:
                 y = None  # a mixed image has no single label
         student = self.student(x)
-        if live:
+        if self.live_teacher:
             with torch.no_grad():
                 teacher = self.teacher(x)
         else:
@@ -132,13 +135,9 @@ class DistillObjective(nn.Module):
         loss = student.new_zeros(())
         for i in self.active:
             value = self.terms[i](o)
-            parts[self.specs[i].type] = float(value.detach())
+            parts[self.names[i]] = float(value.detach())
             loss = loss + self.weights[i] * value
         return loss, parts
-
-    @property
-    def _t_feats_needed(self) -> list[str]:
-        return [str(s.teacher) for s in self.specs if s.teacher]
 
     def close(self) -> None:
         """Remove the feature hooks (call before the student is exported or reused)."""

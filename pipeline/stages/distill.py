@@ -47,12 +47,9 @@ class DistillStage(Stage):
 
     def _teacher(self, state: ModelState) -> nn.Module:
         cfg: DistillConfig = self.config  # type: ignore[assignment]
-        if cfg.teacher == "stage_input":
-            source = state.model
-        elif cfg.teacher == "previous_distill":
-            source = state.extras.get("distilled") or state.extras.get("reference") or state.model
-        else:
-            source = state.extras.get("reference") or state.model
+        order = {"stage_input": [], "previous_distill": ["distilled", "reference"], "input": ["reference"]}
+        # (a Module's truthiness is its length for containers: look keys up explicitly, not with `or`)
+        source = next((state.extras[k] for k in order[cfg.teacher] if state.extras.get(k) is not None), state.model)
         return copy.deepcopy(source).eval()
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
