@@ -175,3 +175,13 @@ def test_head_pruned_vision_transformer_exports_to_all_formats(tmp_path):
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     assert load_report(tmp_path / "run")["stages"][1]["metrics"]["attention_heads"] == {"before": 8, "after": 4}
     assert all(r["metrics"]["top1_agreement"] == 1.0 for r in gated_results(tmp_path / "run").values())
+
+
+@pytest.mark.parametrize("method", ["finetune", "distill"])
+def test_iterative_rounds_recover_between_steps(tmp_path, method):
+    report = run_prune(tmp_path, criterion="l1", target_macs=0.4, iterative_steps=2,
+                       recover={"method": method, "epochs": 1})
+    m = report["stages"][1]["metrics"]
+    assert m["rounds"] == 2 and len(m["recoveries"]) == 1
+    assert 0.4 < m["recoveries"][0]["macs_ratio"] <= 0.75  # the first round stopped near its half of the budget
+    assert m["macs_ratio"] <= 0.4 and len(m["recoveries"][0]["epochs"]) == 1

@@ -8,6 +8,7 @@ in small iterative steps. ``round_to`` keeps channel counts hardware friendly; t
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from pathlib import Path
@@ -30,6 +31,16 @@ class SlimmingOptions(BaseModel):
     lr: float = Field(default=1e-3, gt=0)
 
 
+class RecoverOptions(BaseModel):
+    """Training between iterative pruning rounds (the last round's recovery is a following distill stage)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["none", "finetune", "distill"] = Field(
+        default="none", description="finetune: CE on labels; distill: KD from the model before pruning")
+    epochs: int = Field(default=2, ge=1)
+    lr: float = Field(default=5e-3, gt=0)
+
+
 class PruneConfig(StageConfig):
     """Which channels go (criterion) and how many (ratio or a global MAC/parameter budget)."""
 
@@ -48,6 +59,9 @@ class PruneConfig(StageConfig):
     max_steps: int = Field(default=50, ge=1,
                            description="iterative steps to approach a budget (each removes ~2% of channels)")
     slimming: SlimmingOptions = SlimmingOptions()
+    iterative_steps: int = Field(default=1, ge=1, description="rounds: the budget is reached in equal parts, with "
+                                                               "`recover` training between rounds")
+    recover: RecoverOptions = RecoverOptions()
 
     @model_validator(mode="after")
     def _one_budget(self) -> PruneConfig:
@@ -119,28 +133,38 @@ class PruneStage(Stage):
         round_to = _attention_round_to(model, cfg.round_to)
         if round_to != cfg.round_to:
             ctx.log(f"  round_to {cfg.round_to} -> {round_to}: attention embed dims must stay divisible by the heads")
+        rounds = cfg.iterative_steps
         pruner = tp.pruner.MetaPruner(
             model, example, importance=_importance(cfg.criterion), ignored_layers=ignored, round_to=round_to,
             pruning_ratio=cfg.ratio if not budget else 0.95, global_pruning=cfg.global_pruning and budget,
-            iterative_steps=1 if not budget else cfg.max_steps,
+            iterative_steps=rounds if not budget else cfg.max_steps,
             num_heads=heads, prune_num_heads=False, prune_head_dims=False)  # heads were decided above
+        teacher = copy.deepcopy(model).eval() if rounds > 1 and cfg.recover.method == "distill" else None
         macs, params = base_macs, base_params
-        steps = 0
-        for _ in range(1 if not budget else cfg.max_steps):
-            if cfg.criterion == "taylor":
-                self._taylor_gradients(model, ctx, cfg.taylor_batches)
-            pruner.step()
-            sync_derived_attributes(model)
-            steps += 1
-            macs, params = tp.utils.count_ops_and_params(model, example)
-            if budget and ((cfg.target_macs and macs <= cfg.target_macs * base_macs)
-                           or (cfg.target_params and params <= cfg.target_params * base_params)):
-                break
+        steps, recoveries = 0, []
+        for r in range(1, rounds + 1):
+            keep = 1 - (1 - (cfg.target_macs or cfg.target_params or 0)) * r / rounds  # this round's budget
+            for _ in range(1 if not budget else cfg.max_steps):
+                if cfg.criterion == "taylor":
+                    self._taylor_gradients(model, ctx, cfg.taylor_batches)
+                pruner.step()
+                sync_derived_attributes(model)
+                steps += 1
+                macs, params = tp.utils.count_ops_and_params(model, example)
+                if budget and ((cfg.target_macs and macs <= keep * base_macs)
+                               or (cfg.target_params and params <= keep * base_params)):
+                    break
+            if r < rounds and cfg.recover.method != "none":
+                ctx.log(f"  round {r}/{rounds}: MACs {macs / base_macs:.1%}; {cfg.recover.method} "
+                        f"{cfg.recover.epochs} epochs")
+                recoveries.append({"round": r, "macs_ratio": macs / base_macs,
+                                   "epochs": self._recover(model, teacher, ctx, cfg.recover)})
         model.zero_grad(set_to_none=True)
         model.eval()
         after = channel_table(model)
         metrics = {
-            "criterion": cfg.criterion, "steps": steps, "attention_heads": head_counts,
+            "criterion": cfg.criterion, "steps": steps, "rounds": rounds, "recoveries": recoveries,
+            "attention_heads": head_counts,
             "macs_before": int(base_macs), "macs_after": int(macs), "macs_ratio": macs / base_macs,
             "params_before": int(base_params), "params_after": int(params), "params_ratio": params / base_params,
             "channels": [{"layer": n, "before": before[n], "after": after.get(n)} for n in before],
@@ -148,6 +172,27 @@ class PruneStage(Stage):
         ctx.log(f"  MACs {base_macs / 1e6:.2f}M -> {macs / 1e6:.2f}M ({macs / base_macs:.1%}), "
                 f"params {base_params / 1e6:.3f}M -> {params / 1e6:.3f}M ({params / base_params:.1%})")
         return StageResult(state=state, metrics=metrics)
+
+    @staticmethod
+    def _recover(model: nn.Module, teacher: nn.Module | None, ctx: StageContext,
+                 opts: RecoverOptions) -> list[dict]:
+        """Train the partly pruned model between rounds; return the per-epoch history."""
+        from pipeline.training import train_supervised
+
+        train = ctx.splits.train
+        if opts.method == "finetune" or teacher is None:
+            if train.y is None:
+                raise DataError("prune.recover.method finetune needs labels; use distill on unlabeled data")
+            return train_supervised(model, train.x, train.y, epochs=opts.epochs, lr=opts.lr, batch_size=64,
+                                    weight_decay=1e-4, seed=ctx.seed, log=ctx.log, label="recover epoch")
+        from pipeline.distill.config import DistillConfig
+        from pipeline.distill.engine import carve_holdout, distill_once
+
+        cfg = DistillConfig(type="distill", method="kd", alpha=0.0 if train.y is None else 1.0,
+                            trainer={"epochs": opts.epochs, "lr": opts.lr})
+        data = carve_holdout(train.x, train.y, 0.0, ctx.seed, ctx.splits.validation.x, ctx.splits.validation.y)
+        return distill_once(model, teacher, cfg.method_terms(), data, cfg, cfg.trainer, seed=ctx.seed,
+                            workdir=None, log=ctx.log)
 
     @staticmethod
     def _prune_heads(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module], cfg: PruneConfig,
