@@ -35,7 +35,7 @@ class HeadAttention(nn.Module):
                 **_ignored: Any) -> tuple[torch.Tensor, None]:
         """Scaled dot-product attention per head; MHA's call signature, no attention weights returned."""
         b, n, _ = query.shape
-        heads = self.q.out_features // self.head_dim
+        heads = self.num_heads
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(b, -1, heads, self.head_dim).transpose(1, 2)
