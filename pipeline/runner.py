@@ -190,6 +190,8 @@ class Runner:
                                "spec": state.spec.to_dict(), "seed": self.recipe.seed})
         data_key = [splits.train.fingerprint(), splits.calibration.fingerprint(), splits.validation.fingerprint()]
         records = []
+        # The model before compression: distill's default teacher and the pruned run's timed baseline.
+        needs_reference = any(s.type in ("prune", "distill") for s in self.recipe.stages)
         for i, spec in enumerate(self.recipe.stages, start=1):
             stage = build_stage(spec.model_dump(), f"stages.{i - 1}")
             key = _hash_json({"stage": stage.config.model_dump(), "input": prev_key, "data": data_key,
@@ -198,8 +200,8 @@ class Runner:
             cached = self.manifest.previous_stages.get(key)
             ctx = StageContext(workdir=workdir, splits=splits, seed=self.recipe.seed, log=self.log,
                                resume=self.resume, fingerprint=key)
-            if stage.name != "train" and "reference" not in state.extras:
-                state.extras["reference"] = copy.deepcopy(state.model).eval()  # the teacher distill defaults to
+            if needs_reference and stage.name != "train" and "reference" not in state.extras:
+                state.extras["reference"] = copy.deepcopy(state.model).eval()
             if self.resume and cached and self.manifest.verified(cached):
                 state = stage.load(state, ctx)
                 entry = {**cached, "reused": True}

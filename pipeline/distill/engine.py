@@ -59,7 +59,8 @@ def _epoch_metrics(student: nn.Module, teacher_holdout: np.ndarray, teacher_val:
 
 def distill_once(student: nn.Module, teacher: nn.Module, specs: list[LossSpec], data: DistillData,
                  cfg: DistillConfig, trainer_cfg: TrainerConfig, *, seed: int, workdir: Path | None,
-                 log: Callable[[str], None], resume: bool = False, fingerprint: str = "") -> list[dict[str, Any]]:
+                 log: Callable[[str], None], resume: bool = False, fingerprint: str = "",
+                 label: str = "epoch") -> list[dict[str, Any]]:
     """Train ``student`` in place against ``teacher`` with the loss ``specs``; return per-epoch records."""
     teacher.eval()
     example = torch.from_numpy(data.x[:2])
@@ -79,7 +80,7 @@ def distill_once(student: nn.Module, teacher: nn.Module, specs: list[LossSpec], 
         trainer = Trainer(trainer_cfg, workdir=workdir, seed=seed, log=log,
                           evaluate=lambda _e: _epoch_metrics(student, teacher_holdout, teacher_val, data),
                           monitor="holdout_agreement" if len(data.holdout_x) else None,
-                          resume=resume, fingerprint=fingerprint)
+                          resume=resume, fingerprint=fingerprint, label=label)
         history = trainer.fit(objective, data.x, data.y)
     finally:
         objective.close()

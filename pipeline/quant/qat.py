@@ -1,6 +1,6 @@
 """Quantization-aware training: LSQ fake quantizers in a PT2E graph, distilled from the float model.
 
-It is a distillation run like any other (the shared Trainer and DistillObjective), with the prepared PT2E
+It is a distillation run like any other (``distill_once`` on the shared Trainer), with the prepared PT2E
 graph as the student: KD on logits, plus optional label CE and logit MSE, optional function-matching
 augmentation with a live teacher.
 """
@@ -15,12 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.distill.config import LossSpec
-from pipeline.distill.objective import DistillObjective
-from pipeline.metrics import top1_agreement
+from pipeline.distill.config import DistillConfig, LossSpec
+from pipeline.distill.engine import DistillData, distill_once
 from pipeline.quant.config import QATOptions
-from pipeline.trainer import Trainer, TrainerConfig
-from pipeline.training import predict
+from pipeline.trainer import TrainerConfig
 
 
 def qat_terms(opts: QATOptions, labelled: bool) -> list[LossSpec]:
@@ -41,19 +39,10 @@ def train_qat(prepared: torch.fx.GraphModule, teacher: nn.Module, x: np.ndarray,
     A checkpoint is written every epoch (``resume`` continues from it). Agreement with the teacher on
     ``x_val`` is logged per epoch (fake-quant simulation, before conversion); the last epoch is kept.
     """
-    teacher.eval()
-    teacher_val = predict(teacher, x_val)
-    cached = None if opts.augment != "none" else torch.from_numpy(predict(teacher, x))
-    objective = DistillObjective(prepared, teacher, qat_terms(opts, y is not None), torch.from_numpy(x[:2]),
-                                 augment=opts.augment, teacher_logits=cached)
-    cfg = TrainerConfig(epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, optimizer="adam",
-                        weight_decay=0.0, schedule="cosine")
-    trainer = Trainer(cfg, workdir=workdir, seed=seed, log=log, label="qat epoch", resume=resume,
-                      fingerprint=fingerprint,
-                      evaluate=lambda _e: {"agreement": top1_agreement(predict(prepared, x_val), teacher_val)})
-    try:
-        history = trainer.fit(objective, x, y)
-    finally:
-        objective.close()
-    prepared.eval()
+    cfg = DistillConfig(type="distill", method="custom", losses=qat_terms(opts, y is not None), augment=opts.augment,
+                        holdout=0.0, trainer=TrainerConfig(epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size,
+                                                           optimizer="adam", weight_decay=0.0, schedule="cosine"))
+    data = DistillData(x, y, x[:0], None if y is None else y[:0], x_val, None)
+    history = distill_once(prepared, teacher, cfg.method_terms(), data, cfg, cfg.trainer, seed=seed, workdir=workdir,
+                           log=log, resume=resume, fingerprint=fingerprint, label="qat epoch")
     return [{"epoch": r["epoch"], "loss": r["loss"], "agreement_with_float": r["agreement"]} for r in history]
