@@ -178,3 +178,21 @@ def test_distill_on_unlabeled_data_needs_a_label_free_method(tmp_path, capsys):
     assert main(["run", str(write_recipe(tmp_path, recipe))]) == 2
     err = capsys.readouterr().err
     assert "uses labels" in err and "function_matching" in err and "Traceback" not in err
+
+
+def test_decisions_need_held_out_rows():
+    with pytest.raises(ValueError, match="holdout must be > 0"):
+        DistillConfig(type="distill", method="label_preservation", holdout=0.0)
+    with pytest.raises(ValueError, match="holdout must be > 0"):
+        DistillConfig(type="distill", holdout=0.0, trainer={"early_stop_patience": 2})
+    assert DistillConfig(type="distill").holdout_fraction == 0.0  # no decision: every row trains
+    assert DistillConfig(type="distill", method="label_preservation").holdout_fraction == 0.15
+
+
+def test_distill_after_quantize_is_an_error(tmp_path, capsys):
+    from pipeline.cli import main
+
+    recipe = tiny_recipe(tmp_path, stages=[{"type": "quantize"}, {"type": "distill"}],
+                         **{"profile.enabled": False, "export.formats": ["onnx"]})
+    assert main(["run", str(write_recipe(tmp_path, recipe))]) == 2
+    assert "distill must come before quantize" in capsys.readouterr().err

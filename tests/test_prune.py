@@ -185,3 +185,17 @@ def test_iterative_rounds_recover_between_steps(tmp_path, method):
     assert m["rounds"] == 2 and len(m["recoveries"]) == 1
     assert 0.4 < m["recoveries"][0]["macs_ratio"] <= 0.75  # the first round stopped near its half of the budget
     assert m["macs_ratio"] <= 0.4 and len(m["recoveries"][0]["epochs"]) == 1
+
+
+def test_heads_ratio_on_a_model_without_attention_is_a_config_error(tmp_path, capsys):
+    assert main(["run", str(write_recipe(tmp_path, prune_recipe(tmp_path, target_macs=0.5, heads_ratio=0.5)))]) == 2
+    assert "heads_ratio: the model has no nn.MultiheadAttention" in capsys.readouterr().err
+
+
+def test_finetune_recovery_needs_labels(tmp_path, capsys):
+    recipe = prune_recipe(tmp_path, target_macs=0.5, iterative_steps=2, recover={"method": "finetune"})
+    recipe["stages"] = recipe["stages"][1:]
+    recipe["data"] = {"calibration": {"source": "synthetic", "samples": 64},
+                      "validation": {"source": "synthetic", "samples": 32}}
+    assert main(["run", str(write_recipe(tmp_path, recipe))]) == 2
+    assert "recover.method finetune needs labels" in capsys.readouterr().err
