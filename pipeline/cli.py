@@ -12,7 +12,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from pipeline.errors import EXIT_GATE, EXIT_INTERNAL, EXIT_OK, EdgeshipError
+from pipeline.errors import EXIT_GATE, EXIT_INTERNAL, EXIT_OK, EXIT_UNSUPPORTED, ConfigError, EdgeshipError
 
 PHASES = {
     "run": ("export", "validate", "profile"),
@@ -51,7 +51,81 @@ def _parser() -> argparse.ArgumentParser:
         _common(s)
     d = sub.add_parser("demo", help="run the embedded digits example end to end")
     _common(d)
+    c = sub.add_parser("check", help="lint a model or artifact against an op-support profile (exit 3 if violated)",
+                       description="List every op a target cannot run, with a reason and a count per op, in one pass.")
+    c.add_argument("model", help="an artifact (.onnx, .tflite, OpenVINO .xml), an exported program (.pt2), a recipe "
+                                 "(.yaml: the model as built, plus the run's artifacts if it ran), or a model source "
+                                 "(torchvision:<name>, package.module:factory, file.py:factory)")
+    c.add_argument("--profile", default="int8-npu", help="archnet | int8-npu | cpu, or a profile YAML path")
+    c.add_argument("--input-shape", default="1,3,224,224", help="NCHW input for a model source (default 1,3,224,224)")
+    c.add_argument("--num-classes", type=int, default=1000, help="classes for a model source (default 1000)")
+    c.add_argument("--json", help="also write the result as JSON to this file")
+    c.add_argument("--warn-only", action="store_true", help="exit 0 even when the profile is violated")
+    c.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _check_inputs(args: argparse.Namespace) -> tuple[object, object, dict[str, Path]]:
+    """(model, example input, artifact paths) that ``edgeship check`` lints, from whatever MODEL names."""
+    import torch
+
+    from targets.oplist import ARTIFACT_READERS
+
+    path = Path(args.model)
+    if path.suffix.lower() in ARTIFACT_READERS:
+        fmt = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}[path.suffix.lower()]
+        return None, None, {fmt: path}
+    if path.suffix.lower() == ".pt2":
+        if not path.is_file():
+            raise ConfigError(f"{path}: file not found")
+        program = torch.export.load(str(path))
+        return program.module(), program.example_inputs[0][0], {}
+    if path.suffix.lower() in (".yaml", ".yml"):
+        from pipeline.recipe import load_recipe
+        from pipeline.runner import Runner
+
+        recipe = load_recipe(path)
+        run_dir = Path(recipe.output_dir) / recipe.name
+        runner = Runner(recipe, run_dir, log=lambda _m: None)
+        spec = runner.input_spec()
+        files = {"onnx": "model.onnx", "tflite": "model.tflite", "openvino": "openvino/model.xml"}
+        found = {f: run_dir / "artifacts" / n for f, n in files.items() if (run_dir / "artifacts" / n).is_file()}
+        return runner.build(spec), torch.zeros(spec.shape), found
+    from pipeline.models import build_model
+
+    try:
+        shape = [int(v) for v in args.input_shape.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 4 or min(shape) < 1:
+        raise ConfigError(f"--input-shape expects four positive integers N,C,H,W; got {args.input_shape!r}")
+    return build_model(args.model, args.num_classes).eval(), torch.zeros(shape), {}
+
+
+def _run_check(args: argparse.Namespace, console: object) -> int:
+    import json
+
+    from rich.console import Console
+
+    from pipeline.check import check, render
+    from targets.profile import load_profile
+
+    assert isinstance(console, Console)
+    profile = load_profile(args.profile)
+    model, example, artifacts = _check_inputs(args)
+    report = check(profile, model, example, artifacts)
+    Console().print(render(report))
+    for note in report.notes:
+        console.print(f"note: {note}")
+    if args.json:
+        from pipeline._io import atomic_write_json
+
+        atomic_write_json(Path(args.json), report.to_dict())
+    if report.passed:
+        return EXIT_OK
+    console.print(f"[bold red]unsupported[/]: {report.count()} op instances violate the {profile.name} profile "
+                  f"({json.dumps({lv: report.count(lv) for lv in report.ops_seen})})", soft_wrap=True)
+    return EXIT_OK if args.warn_only else EXIT_UNSUPPORTED
 
 
 def _common(s: argparse.ArgumentParser) -> None:
@@ -95,6 +169,8 @@ def _execute(args: argparse.Namespace, console: object) -> int:
     from pipeline.runner import Runner, prepare_run_dir
 
     assert isinstance(console, Console)
+    if args.command == "check":
+        return _run_check(args, console)
     recipe_path = demo_recipe() if args.command == "demo" else Path(args.recipe)
     recipe = load_recipe(recipe_path, args.overrides)
     run_dir = prepare_run_dir(recipe, args.out)
@@ -111,8 +187,11 @@ def _execute(args: argparse.Namespace, console: object) -> int:
     console.print(f"report: {run_dir / 'report.html'}  ({run_dir / 'report.json'})")
     if not outcome.passed:
         console.print("[bold red]gate failed[/]:\n  " + "\n  ".join(outcome.failed_gates), soft_wrap=True)
-        return EXIT_GATE
-    return EXIT_OK
+    if outcome.unsupported:  # the device cannot run it at all: that outranks a gate verdict
+        console.print(f"[bold red]unsupported[/]: {outcome.unsupported} op instances violate the "
+                      f"{recipe.check.profile} profile (check.fail_on_unsupported); see the report", soft_wrap=True)
+        return EXIT_UNSUPPORTED
+    return EXIT_OK if outcome.passed else EXIT_GATE
 
 
 if __name__ == "__main__":

@@ -161,6 +161,14 @@ class ProfileConfig(Strict):
                                                               "pruning on each runtime (speed-up vs unpruned)")
 
 
+class CheckConfig(Strict):
+    """The op-support check every run makes on its final PyTorch graph and each exported artifact."""
+
+    enabled: bool = True
+    profile: str = Field(default="cpu", description="archnet | int8-npu | cpu, or the path of a profile YAML file")
+    fail_on_unsupported: bool = Field(default=False, description="exit 3 when any level violates the profile")
+
+
 class StageSpec(Strict):
     """One stage entry: ``type`` plus that stage's own keys (validated by the stage's config class)."""
 
@@ -180,6 +188,7 @@ class Recipe(Strict):
     export: ExportConfig = ExportConfig()
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
     profile: ProfileConfig = ProfileConfig()
+    check: CheckConfig = CheckConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 

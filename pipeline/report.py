@@ -160,6 +160,14 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append("<h2>Gates</h2>" + _table(["target", "gate", "value", "threshold", "result", "detail"], gate_rows))
     for title, png in _plots(r):
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
+    c = r.get("check")
+    if c:
+        seen = ", ".join(f"{lv} {n} ops" for lv, n in c["ops_seen"].items())
+        parts.append(f"<h2>Op support: {html.escape(c['profile'])} profile "
+                     f"({'no violations' if c['passed'] else 'VIOLATED'}; {html.escape(seen)})</h2>" + _table(
+                         ["level", "op", "canonical", "count", "reason", "detail", "where (first)"],
+                         [[v["level"], v["op"], v["canonical"], v["count"], v["reason"], v["detail"],
+                           ", ".join(v["where"][:3])] for v in c["violations"]]))
     op_rows = [[t["target"], o["op"], o["precision"], o["count"]] for t in r["results"] for o in t.get("ops", [])]
     if op_rows:
         parts.append("<h2>What actually runs</h2>" + _table(["target", "op", "precision", "count"], op_rows))

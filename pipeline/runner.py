@@ -55,6 +55,7 @@ class RunOutcome:
     run_dir: Path
     report: dict[str, Any]
     failed_gates: list[str] = field(default_factory=list)
+    unsupported: int = 0  # violating op instances when check.fail_on_unsupported is set
 
     @property
     def passed(self) -> bool:
@@ -328,6 +329,19 @@ class Runner:
                 entry[f"speedup_vs_{name}"] = round(entry[f"{name}_latency"]["p50"] / entry["latency"]["p50"], 3)
         return entry
 
+    def check_ops(self, state: ModelState, splits: Splits, artifacts: dict[str, Artifact]) -> dict[str, Any]:
+        """Lint the final PyTorch graph and every artifact against ``check.profile`` (one pass, every violation)."""
+        from pipeline.check import check
+        from targets.profile import load_profile
+
+        profile = load_profile(self.recipe.check.profile)
+        self.log(f"check: op support against the {profile.name} profile")
+        report = check(profile, state.model, torch.from_numpy(splits.validation.x[:1]),
+                       {fmt: a.path for fmt, a in artifacts.items()}, state.extras.get("bits"))
+        for v in report.violations:
+            self.log(f"check {v.level}: {v.count} x {v.op} ({v.reason}: {v.detail}), e.g. {v.where[0]}")
+        return report.to_dict()
+
     def profile_pytorch(self, model: torch.nn.Module, spec: InputSpec) -> dict[str, Any]:
         """PyTorch eager fp32 latency under the same thread count: the baseline of every ratio."""
         p = self.recipe.profile
@@ -383,6 +397,7 @@ class Runner:
                 self.notes.append("the reference predicts one class for every validation sample: top-1 agreement "
                                   "is weak evidence; the error gates carry the weight")
             artifacts = self.export(model, spec, quantizer) if "export" in self.phases else {}
+            op_check = self.check_ops(state, splits, artifacts) if recipe.check.enabled else None
             profiling = "profile" in self.phases and recipe.profile.enabled
             fp32_artifacts = (self.export(float_model, spec, subdir="artifacts/fp32")
                               if quantizer and profiling and recipe.profile.compare_fp32 and artifacts else {})
@@ -428,10 +443,13 @@ class Runner:
             "artifacts": {fmt: a.to_dict(self.run_dir) for fmt, a in artifacts.items()},
             "pytorch_latency": pytorch_latency,
             "results": results,
+            "check": op_check,
             "failed_gates": failed,
             "notes": self.notes,
         }
         for path in write_report(self.run_dir, report):
             self.manifest.record_file(path)
         self.manifest.save(status="pass" if not failed else "fail")
-        return RunOutcome(run_dir=self.run_dir, report=report, failed_gates=failed)
+        unsupported = sum(v["count"] for v in op_check["violations"]) if op_check else 0
+        return RunOutcome(run_dir=self.run_dir, report=report, failed_gates=failed,
+                          unsupported=unsupported if recipe.check.fail_on_unsupported else 0)

@@ -19,3 +19,26 @@ def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 16) -> 
         nn.Flatten(),
         nn.Linear(width * 4, num_classes),
     )
+
+
+def digits_resnet(num_classes: int = 10, in_channels: int = 1, width: int = 16) -> nn.Module:
+    """A small ResNet with what accelerators lack: a 5x5 stem with SiLU, residual adds, 1x1 shortcuts, global pool.
+
+    Built from torchvision's BasicBlock (~60k parameters); the archify examples convert it to the ``archnet`` set.
+    """
+    from torchvision.models.resnet import BasicBlock
+
+    def block(cin: int, cout: int, stride: int) -> nn.Module:
+        down = None if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        return BasicBlock(cin, cout, stride=stride, downsample=down)
+
+    return nn.Sequential(
+        nn.Sequential(nn.Conv2d(in_channels, width, 5, padding=2, bias=False), nn.BatchNorm2d(width), nn.SiLU()),
+        block(width, width, 1),
+        block(width, width * 2, 2),
+        block(width * 2, width * 4, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width * 4, num_classes),
+    )

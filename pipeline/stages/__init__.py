@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.stage import Stage, StageConfig
+from pipeline.stages.archify import ArchifyStage
 from pipeline.stages.distill import DistillStage
 from pipeline.stages.prune import PruneStage
 from pipeline.stages.quantize import QuantizeStage
@@ -18,6 +19,7 @@ STAGES: dict[str, type[Stage]] = {
     QuantizeStage.name: QuantizeStage,
     PruneStage.name: PruneStage,
     DistillStage.name: DistillStage,
+    ArchifyStage.name: ArchifyStage,
 }
 
 

@@ -27,63 +27,12 @@ class QuantizeStage(Stage):
     config_cls = QuantizeConfig
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
-        """Prepare with edgeship's quantizer, calibrate (PTQ) or train (QAT), convert."""
-        from torchao.quantization.pt2e import allow_exported_model_train_eval
-        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
-        from torchao.quantization.pt2e.utils import _fuse_conv_bn_
-
-        from pipeline.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish, overflow_fix_enabled
-
-        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
-        calib = ctx.splits.calibration.x[: cfg.calibration.samples]
-        if len(calib) == 0:
-            raise DataError("quantize: the calibration split is empty (data.calibration.samples must be > 0)")
-        if not np.isfinite(calib).all():
-            raise DataError("quantize: the calibration data contains NaN or Inf values")
-        float_model = state.model.eval()
-        table, warnings = resolve_bits(float_model, cfg)
-        for w in warnings:
-            ctx.log(f"  warning: {w}")
-        quantizer = build_quantizer(cfg, table)
-        # torch.export's module shares parameter storage with its source: QAT would train the float model too.
-        graph = dynamic_batch_export(copy.deepcopy(float_model), torch.from_numpy(calib[:2]))
-        log = ctx.workdir / "quantize.log"  # litert-torch's annotators print partition notes
-        if cfg.mode == "ptq":
-            with captured_output(log):
-                prepared = prepare_pt2e(graph, quantizer)  # folds BatchNorm into the convolutions
-            calibrate(prepared, calib)
-            history = []
-        else:
-            from pipeline.quant.qat import train_qat
-
-            _fuse_conv_bn_(graph)  # fold BN first: LSQ then learns steps for the weights that will ship
-            with captured_output(log):
-                prepared = prepare_qat_pt2e(graph, quantizer)
-            allow_exported_model_train_eval(prepared)
-            with torch.no_grad():  # LSQ initialises its steps on the first batch
-                prepared(torch.from_numpy(ctx.splits.train.x[: cfg.qat.batch_size]))
-            history = train_qat(prepared, float_model, ctx.splits.train.x, ctx.splits.train.y,
-                                ctx.splits.validation.x, cfg.qat, ctx.seed, ctx.workdir, ctx.log,
-                                resume=ctx.resume, fingerprint=ctx.fingerprint)
-        converted = finish(prepared)
-        float_val = predict(float_model, ctx.splits.validation.x)
-        quant_val = predict(converted, ctx.splits.validation.x)
-        new_state = self._quantized_state(state, converted, quantizer, table)
-        metrics = {
-            "mode": cfg.mode,
-            "pt2e_agreement_with_float": top1_agreement(quant_val, float_val),
-            "calibration_samples": int(len(calib)),
-            "estimator": cfg.calibration.estimator if cfg.mode == "ptq" else "lsq",
-            "overflow_fix": overflow_fix_enabled(cfg),
-            "bits": [vars(b) for b in table],
-            "qat": history,
-        }
-        if ctx.splits.validation.y is not None:
-            metrics["pt2e_accuracy"] = float(np.mean(quant_val.argmax(1) == ctx.splits.validation.y))
-        return StageResult(state=new_state, metrics=metrics, notes=warnings)
+        """Prepare with edgeship's quantizer, calibrate (PTQ) or train (QAT, from the float model), convert."""
+        return quantize_state(self.config, state, ctx)  # type: ignore[arg-type]
 
     @staticmethod
-    def _quantized_state(state: ModelState, converted: torch.nn.Module, quantizer: object, table: list) -> ModelState:
+    def quantized_state(state: ModelState, converted: torch.nn.Module, quantizer: object, table: list) -> ModelState:
+        """The state after quantization: the PT2E graph, with the float model kept as the second reference."""
         return ModelState(model=converted, spec=state.spec, history=state.history,
                           extras={**state.extras, "float_model": copy.deepcopy(state.model),
                                   "quantizer": quantizer, "bits": table})
@@ -111,4 +60,65 @@ class QuantizeStage(Stage):
         converted = torch.export.load(str(ctx.workdir / "model.pt2")).module()
         allow_exported_model_train_eval(converted)
         converted.eval()
-        return self._quantized_state(state, converted, build_quantizer(cfg, table), table)
+        return self.quantized_state(state, converted, build_quantizer(cfg, table), table)
+
+
+def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
+                   teacher: torch.nn.Module | None = None) -> StageResult:
+    """Quantize ``state.model`` per ``cfg``; QAT distils from ``teacher`` (default: the float model itself).
+
+    The archify stage hands its student here with the original teacher, so the exported artifacts carry the
+    integers its last period trained.
+    """
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+    from pipeline.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish, overflow_fix_enabled
+
+    calib = ctx.splits.calibration.x[: cfg.calibration.samples]
+    if len(calib) == 0:
+        raise DataError("quantize: the calibration split is empty (data.calibration.samples must be > 0)")
+    if not np.isfinite(calib).all():
+        raise DataError("quantize: the calibration data contains NaN or Inf values")
+    float_model = state.model.eval()
+    table, warnings = resolve_bits(float_model, cfg)
+    for w in warnings:
+        ctx.log(f"  warning: {w}")
+    quantizer = build_quantizer(cfg, table)
+    # torch.export's module shares parameter storage with its source: QAT would train the float model too.
+    graph = dynamic_batch_export(copy.deepcopy(float_model), torch.from_numpy(calib[:2]))
+    log = ctx.workdir / "quantize.log"  # litert-torch's annotators print partition notes
+    if cfg.mode == "ptq":
+        with captured_output(log):
+            prepared = prepare_pt2e(graph, quantizer)  # folds BatchNorm into the convolutions
+        calibrate(prepared, calib)
+        history = []
+    else:
+        from pipeline.quant.qat import train_qat
+
+        _fuse_conv_bn_(graph)  # fold BN first: LSQ then learns steps for the weights that will ship
+        with captured_output(log):
+            prepared = prepare_qat_pt2e(graph, quantizer)
+        allow_exported_model_train_eval(prepared)
+        with torch.no_grad():  # LSQ initialises its steps on the first batch
+            prepared(torch.from_numpy(ctx.splits.train.x[: cfg.qat.batch_size]))
+        history = train_qat(prepared, teacher if teacher is not None else float_model, ctx.splits.train.x,
+                            ctx.splits.train.y, ctx.splits.validation.x, cfg.qat, ctx.seed, ctx.workdir, ctx.log,
+                            resume=ctx.resume, fingerprint=ctx.fingerprint)
+    converted = finish(prepared)
+    float_val = predict(float_model, ctx.splits.validation.x)
+    quant_val = predict(converted, ctx.splits.validation.x)
+    new_state = QuantizeStage.quantized_state(state, converted, quantizer, table)
+    metrics = {
+        "mode": cfg.mode,
+        "pt2e_agreement_with_float": top1_agreement(quant_val, float_val),
+        "calibration_samples": int(len(calib)),
+        "estimator": cfg.calibration.estimator if cfg.mode == "ptq" else "lsq",
+        "overflow_fix": overflow_fix_enabled(cfg),
+        "bits": [vars(b) for b in table],
+        "qat": history,
+    }
+    if ctx.splits.validation.y is not None:
+        metrics["pt2e_accuracy"] = float(np.mean(quant_val.argmax(1) == ctx.splits.validation.y))
+    return StageResult(state=new_state, metrics=metrics, notes=warnings)

@@ -1,0 +1,165 @@
+"""Archify benchmark: torchvision models converted to `int8-npu`, and digits Arch-Net at W4A8 and W2A4.
+
+Parts:
+- ``zoo``: vit_b_16, swin_t, convnext_tiny, mobilenet_v3_small (random init, 224) -> archify (rewrites only) ->
+  all three formats, fp32 and W8A8 (PTQ). The run's own ``check`` step lints the PyTorch graph and every
+  artifact against `int8-npu`; each artifact is validated against the archified PyTorch model.
+- ``digits``: examples/digits_archnet.yaml (W4A8) and digits_archnet_w2a4.yaml per seed, plus plain PTQ of the
+  teacher at the same bits. Agreement with the teacher is measured on the exported artifacts.
+Writes results/archify.json and results/archify.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, md_table, run_recipe, write_results  # noqa: E402
+
+from pipeline.environment import host_info, library_versions  # noqa: E402
+
+ZOO = ("vit_b_16", "swin_t", "convnext_tiny", "mobilenet_v3_small")
+OUT = Path("/tmp/edgeship-bench-archify")
+
+
+def zoo_recipe(name: str, quantized: bool) -> dict[str, Any]:
+    source = "_zoo_models:vit_b_16" if name == "vit_b_16" else f"torchvision:{name}"
+    stages: list[dict[str, Any]] = [{"type": "archify", "profile": "int8-npu", "distill": None}]
+    if quantized:
+        stages.append({"type": "quantize", "mode": "ptq", "weight_bits": 8, "act_bits": 8})
+    return {"name": f"bench-archify-{name}-{'w8a8' if quantized else 'fp32'}", "seed": 0,
+            "model": {"source": source, "input": {"shape": [1, 3, 224, 224], "mean": [0.485, 0.456, 0.406],
+                                                  "std": [0.229, 0.224, 0.225], "num_classes": 10}},
+            "data": {"calibration": {"source": "digits", "samples": 32},
+                     "validation": {"source": "digits", "samples": 48}},
+            "stages": stages, "check": {"profile": "int8-npu"},
+            "profile": {"enabled": False, "compare_fp32": False}}
+
+
+def zoo(names: list[str], variants: list[str]) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        for quantized in [v == "w8a8" for v in variants]:
+            report = run_recipe(zoo_recipe(name, quantized), OUT / f"{name}-{quantized}")
+            a = report["stages"][0]["metrics"]
+            gated = [r for r in report["results"] if r["gated"]]
+            key = f"{name}/{'w8a8' if quantized else 'fp32'}"
+            out[key] = {"rewrites": a["rewrites"], "violations": report["check"]["violations_by_level"],
+                        "ops_seen": report["check"]["ops_seen"],
+                        "agreement": {r["target"]: r["metrics"]["top1_agreement"] for r in gated},
+                        "status": report["status"]}
+            print(key, json.dumps(out[key]), flush=True)
+    return out
+
+
+def _artifact_vs_teacher(report: dict[str, Any], run_dir: Path, recipe: dict[str, Any]) -> dict[str, float]:
+    """Agreement of every exported artifact with the teacher (the train stage's weights) on the validation split."""
+    from safetensors.torch import load_file
+
+    from exporters.artifact import Artifact
+    from pipeline.recipe import parse_recipe
+    from pipeline.runner import Runner
+    from pipeline.training import predict
+
+    runner = Runner(parse_recipe(recipe), run_dir, log=lambda _m: None)
+    spec = runner.input_spec()
+    teacher = runner.build(spec)
+    teacher.load_state_dict(load_file(str(run_dir / "stages" / "01-train" / "model.safetensors")))
+    splits = runner.data(spec)
+    ref = predict(teacher.eval(), splits.validation.x).argmax(1)
+    out = {}
+    for fmt, entry in report["artifacts"].items():
+        artifact = Artifact.from_dict(entry, run_dir)
+        label = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}[fmt]
+        target = runner.load_target(label, artifact, {"precision": "f32"} if fmt == "openvino" else {})
+        out[label] = float(np.mean(target.run(splits.validation.x).argmax(1) == ref))
+    out["teacher_accuracy"] = float(np.mean(ref == splits.validation.y))
+    return out
+
+
+def digits(seeds: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for example in ("digits_archnet", "digits_archnet_w2a4"):
+        base = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
+        rows = []
+        for seed in seeds:
+            recipe = copy.deepcopy(base)
+            recipe.update({"seed": seed, "name": f"bench-{example}-{seed}"})
+            recipe["profile"] = {"enabled": False}
+            run_dir = OUT / f"{example}-{seed}"
+            report = run_recipe(recipe, run_dir)
+            a = next(s for s in report["stages"] if s["type"] == "archify")["metrics"]
+            q = a["quantized_student_vs_teacher"]
+            row = {"seed": seed, "float_student_agreement": a["float_student_vs_teacher"]["agreement"],
+                   "pt2e_agreement": q["agreement"], "student_accuracy": q.get("accuracy"),
+                   "teacher_accuracy": q.get("reference_accuracy"),
+                   "violations": report["check"]["violations_by_level"],
+                   "artifacts_vs_teacher": _artifact_vs_teacher(report, run_dir, recipe), "status": report["status"]}
+            # plain post-training quantization of the same teacher at the same bits (the collapse Arch-Net fixes)
+            qz = base["stages"][1]["quantize"]
+            ptq = copy.deepcopy(recipe)
+            ptq.update({"name": f"bench-{example}-ptq-{seed}", "check": {"enabled": False}})
+            ptq["stages"] = [ptq["stages"][0], {"type": "quantize", "mode": "ptq", "weight_bits": qz["weight_bits"],
+                                                "act_bits": qz["act_bits"]}]
+            ptq["export"] = {"formats": ["tflite"]}
+            pr = run_recipe(ptq, OUT / f"{example}-ptq-{seed}")
+            row["ptq_agreement_with_teacher"] = pr["stages"][1]["metrics"]["pt2e_agreement_with_float"]
+            rows.append(row)
+            print(example, json.dumps(row), flush=True)
+        out[example] = rows
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# Archify benchmark", ""]
+    if "zoo" in results:
+        lines += ["## torchvision models -> int8-npu (random init, 224, 48 digits validation)", "",
+                  md_table(["model", "rewrites", "violations (pytorch/onnx/tflite/openvino)", "agreement", "status"],
+                           [[k, ", ".join(f"{r} x{n}" for r, n in v["rewrites"].items()),
+                             " / ".join(str(v["violations"].get(lv, "-")) for lv in
+                                        ("pytorch", "onnx", "tflite", "openvino")),
+                             ", ".join(f"{t} {a:.4f}" for t, a in v["agreement"].items()), v["status"]]
+                            for k, v in results["zoo"].items()]), ""]
+    if "digits" in results:
+        for example, rows in results["digits"].items():
+            lines += [f"## {example} (archnet profile)", "", md_table(
+                ["seed", "teacher acc", "student acc (PT2E)", "float student agree", "PT2E agree",
+                 "artifacts agree with teacher", "plain PTQ agree", "violations"],
+                [[r["seed"], r["teacher_accuracy"], r["student_accuracy"], r["float_student_agreement"],
+                  r["pt2e_agreement"], ", ".join(f"{k} {v:.4f}" for k, v in r["artifacts_vs_teacher"].items()
+                                                 if k != "teacher_accuracy"),
+                  r["ptq_agreement_with_teacher"], sum(r["violations"].values())] for r in rows]), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", nargs="+", default=["digits", "zoo"], choices=["digits", "zoo"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
+    ap.add_argument("--variants", nargs="+", default=["fp32", "w8a8"], choices=["fp32", "w8a8"])
+    args = ap.parse_args()
+    previous = RESULTS / "archify.json"
+    results: dict[str, Any] = json.loads(previous.read_text())["results"] if previous.is_file() else {}
+    for part in args.part:
+        new = digits(args.seeds) if part == "digits" else zoo(args.models, args.variants)
+        results[part] = {**results.get(part, {}), **new}
+        payload = {"host": host_info(), "versions": library_versions(), "results": results}
+        jp, mp = write_results("archify", payload, markdown(results))
+    print(mp.read_text())
+    print(f"wrote {jp} and {mp}")
+
+
+if __name__ == "__main__":
+    main()

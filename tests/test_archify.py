@@ -1,0 +1,199 @@
+"""archify: each rewrite on a toy module, the op-support linter on known violations, a short run to zero violations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.archify import modules as m
+from pipeline.archify.rewrites import archify_model
+from pipeline.check import check, lint, pytorch_ops
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+from pipeline.recipe import parse_recipe
+from pipeline.zoo import digits_cnn, digits_resnet
+from targets.profile import load_profile
+from tests.conftest import load_report, tiny_recipe, write_recipe
+
+ARCHNET = load_profile("archnet")
+NPU = load_profile("int8-npu")
+
+
+def same(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
+    with torch.no_grad():
+        return torch.allclose(a.eval()(x), b.eval()(x), atol=1e-5, rtol=1e-4)
+
+
+# -- exact rewrites: outputs equal before training -----------------------------------------------------------------
+def test_patchify_conv_becomes_reshape_plus_linear_exactly():
+    conv = nn.Conv2d(3, 8, 4, stride=4)
+    assert same(conv, m.PatchLinear(conv), torch.randn(2, 3, 16, 12))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_conv_as_3x3_centre_tap_is_exact(stride):
+    conv = nn.Conv2d(6, 5, 1, stride=stride)
+    new = m.centre_tap_3x3(conv)
+    assert new.kernel_size == (3, 3)
+    assert same(conv, new, torch.randn(2, 6, 9, 8))
+
+
+def test_residual_add_becomes_concat_conv_exactly():
+    from torchvision.models.resnet import BasicBlock
+
+    block = BasicBlock(4, 8, stride=2, downsample=nn.Sequential(nn.Conv2d(4, 8, 1, stride=2), nn.BatchNorm2d(8)))
+    nn.init.normal_(block.bn2.running_mean)
+    assert same(block, m.ConcatResidual(block), torch.randn(2, 4, 8, 8))
+
+
+def test_split_conv_partial_sums_are_exact_and_grouped_split_keeps_the_shape():
+    conv = nn.Conv2d(10, 6, 3, padding=1)
+    x = torch.randn(2, 10, 5, 5)
+    assert same(conv, m.SplitConv(conv, 4, exact=True), x)
+    grouped = m.SplitConv(conv, 4, exact=False)
+    assert all(p.in_channels <= 4 for p in grouped.parts)
+    assert grouped(x).shape == conv(x).shape
+
+
+def test_hard_gate_is_hardsigmoid_and_one_hot_linear_is_the_embedding():
+    x = torch.linspace(-5, 5, 101)
+    assert torch.allclose(m.HardGate()(x), nn.Hardsigmoid()(x))
+    emb = nn.Embedding(7, 3, padding_idx=0)
+    ids = torch.tensor([[0, 3, 6], [1, 2, 0]])
+    assert torch.allclose(m.OneHotLinear(emb)(ids), emb(ids))
+
+
+def test_global_pool_folds_into_the_classifier_exactly():
+    model = digits_cnn()
+    student, changes = archify_model(model, ARCHNET, torch.randn(2, 1, 16, 16), only=["global_pool_to_linear"])
+    assert [c.rewrite for c in changes] == ["global_pool_to_linear"]
+    assert same(model, student, torch.randn(3, 1, 16, 16))
+
+
+def test_swin_windows_with_precomputed_constants_are_exact():
+    from torchvision.models import SwinTransformer
+
+    swin = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                           num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    student, changes = archify_model(swin, NPU, x, only=["static_windows"])
+    assert {c.rewrite for c in changes} == {"static_window_attention", "static_patch_merging"}
+    assert same(swin, student, x)
+    ops = {op for u in pytorch_ops(student, x[:1]) for op in u.canonical}
+    assert not ops & {"roll", "gather", "scatter", "compare", "select", "pad"}
+
+
+# -- approximate rewrites: shapes preserved, the profile satisfied --------------------------------------------------
+def test_layer_norm_activation_and_stem_rewrites_keep_shapes():
+    from torchvision.models.convnext import LayerNorm2d
+
+    x = torch.randn(2, 3, 16, 16)
+    for module in (LayerNorm2d(3), nn.Sequential(nn.Conv2d(3, 4, 7, stride=2, padding=3), nn.GELU())):
+        student, changes = archify_model(module, ARCHNET, x)
+        assert changes and student(x).shape == module(x).shape
+    tokens = nn.Sequential(nn.LayerNorm(6), nn.SiLU())
+    student, _ = archify_model(tokens, NPU, torch.randn(2, 5, 6))
+    assert isinstance(student[0], m.TokenBatchNorm) and isinstance(student[1], nn.ReLU)
+
+
+def test_digits_resnet_archified_for_archnet_has_no_violation_left():
+    x = torch.randn(2, 1, 16, 16)
+    model = digits_resnet()
+    assert lint(pytorch_ops(model, x[:1]), ARCHNET)  # the teacher breaks the profile
+    student, changes = archify_model(model, ARCHNET, x)
+    assert {c.rewrite for c in changes} >= {"large_kernel_to_3x3_stack", "activation_to_relu",
+                                            "residual_to_concat", "pointwise_to_3x3", "global_pool_to_linear"}
+    assert lint(pytorch_ops(student, x[:1]), ARCHNET) == []
+    assert student(x).shape == (2, 10)
+
+
+# -- the linter --------------------------------------------------------------------------------------------------
+def test_linter_lists_every_violation_with_reason_and_count(tmp_path):
+    from exporters import get_exporter
+    from exporters.artifact import InputSpec
+    from exporters.base import ExportContext
+
+    model = digits_resnet().eval()
+    spec = InputSpec(shape=(1, 1, 16, 16), mean=(0.5,), std=(0.5,), num_classes=10)
+    onnx = get_exporter("onnx")(model, spec, ExportContext(out_dir=tmp_path, log_dir=tmp_path))
+    report = check(ARCHNET, model, torch.zeros(1, 1, 16, 16), {"onnx": onnx.path})
+    found = {(v.level, v.canonical, v.reason): v.count for v in report.violations}
+    for level in ("pytorch", "onnx"):
+        assert found[(level, "add", "unsupported_op")] == 3
+        assert found[(level, "conv", "kernel_size")] == 3  # the 5x5 stem and two 1x1 shortcuts
+        assert found[(level, "global_avg_pool", "unsupported_op")] == 1
+    assert found[("pytorch", "silu", "unsupported_op")] == 1
+    assert not report.passed
+    assert check(load_profile("cpu"), model, torch.zeros(1, 1, 16, 16), {"onnx": onnx.path}).passed
+
+
+def test_check_cli_exit_codes(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: mine\nops: {conv: {}, layernorm: {}}\n")
+    assert main(["check", "pipeline.zoo:digits_resnet", "--profile", "archnet", "--input-shape", "1,1,16,16",
+                 "--num-classes", "10", "--json", str(tmp_path / "c.json")]) == 3
+    assert (tmp_path / "c.json").is_file()
+    assert main(["check", "pipeline.zoo:digits_resnet", "--profile", "archnet", "--input-shape", "1,1,16,16",
+                 "--warn-only"]) == 0
+    assert main(["check", "pipeline.zoo:digits_cnn", "--profile", "cpu", "--input-shape", "1,1,16,16"]) == 0
+    assert main(["check", "pipeline.zoo:digits_cnn", "--profile", "tpu"]) == 2
+    assert main(["check", "pipeline.zoo:digits_cnn", "--profile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown op-support profile 'tpu'" in err and "'layernorm'" in err and "layer_norm" in err
+
+
+def test_a_run_whose_model_violates_the_profile_exits_3(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"profile.enabled": False, "export.formats": ["onnx"],
+                                      "check": {"profile": "archnet", "fail_on_unsupported": True}})
+    assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 3
+    report = load_report(tmp_path / "run")
+    assert report["check"]["violations_by_level"] == {"pytorch": 1, "onnx": 1}  # the global average pool
+
+
+# -- the stage ---------------------------------------------------------------------------------------------------
+def archify_recipe(tmp, **archify: object) -> dict:
+    return tiny_recipe(tmp, **{"model.source": "pipeline.zoo:digits_resnet", "profile.enabled": False,
+                               "model.input.shape": [1, 1, 16, 16],
+                               "stages": [{"type": "train", "epochs": 3, "lr": 0.01},
+                                          {"type": "archify", "profile": "archnet", **archify}],
+                               "check": {"profile": "archnet", "fail_on_unsupported": True}})
+
+
+def test_short_archify_run_ends_with_zero_violations_on_every_level(tmp_path):
+    recipe = archify_recipe(tmp_path, distill={"stem_epochs": 1, "period_epochs": 1, "final_epochs": 2},
+                            quantize={"weight_bits": 4, "act_bits": 8, "epochs": 2})
+    assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
+    report = load_report(tmp_path / "run")
+    assert report["check"]["passed"] and set(report["check"]["ops_seen"]) == {"pytorch", "onnx", "tflite",
+                                                                              "openvino"}
+    a = report["stages"][1]["metrics"]
+    assert a["violations_left"] == 0 and [p["targets"] for p in a["distill"]["periods"]] == [1, 2, 3, 4, 4]
+    assert a["quantized_student_vs_teacher"]["agreement"] > 0.8
+    assert all(r["metrics"]["top1_agreement"] >= 0.99 for r in report["results"] if r["gated"])
+    # resume rebuilds the student from the rewrites and reloads the trained integers
+    assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert load_report(tmp_path / "run")["stages"][1]["reused"]
+
+
+def test_train_only_heads_never_reach_the_student(tmp_path):
+    from pipeline.archify.blockwise import BlockwiseOptions, distill_blockwise
+
+    teacher = digits_resnet().eval()
+    student, _ = archify_model(teacher, ARCHNET, torch.randn(2, 1, 16, 16))
+    keys = set(student.state_dict())
+    x = torch.randn(64, 1, 16, 16).numpy()
+    hooks = sum(len(mod._forward_hooks) for mod in student.modules())
+    result = distill_blockwise(student, teacher, x, x[:16], BlockwiseOptions(stem_epochs=1, period_epochs=0,
+                                                                             final_epochs=1),
+                               0, tmp_path, lambda _m: None)
+    assert result["targets"] and result["periods"][-1]["final"]
+    assert set(student.state_dict()) == keys  # heads lived in the objective only
+    assert sum(len(mod._forward_hooks) for mod in student.modules()) == hooks
+
+
+def test_bad_archify_configs_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="stages.1"):
+        parse_recipe(archify_recipe(tmp_path, colour="red"))
+    recipe = archify_recipe(tmp_path, rewrites=["fold_everything"])
+    assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "r")]) == 2
