@@ -8,7 +8,6 @@ artifact levels read the files themselves (``targets/oplist.py``). Every violati
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -160,7 +159,7 @@ def _breaks(use: OpUse, op: str, profile: OpProfile) -> tuple[str, str] | None:
         if use.kernel is not None and not profile.kernel_ok(op, use.kernel):
             allowed = rule.kernel_sizes or f"<= {rule.max_kernel}"
             return "kernel_size", f"kernel {use.kernel}x{use.kernel} (allowed {allowed})"
-        if use.stride is not None and rule.strides is not None and use.stride not in rule.strides:
+        if use.stride is not None and not profile.stride_ok(op, use.stride):
             return "stride", f"stride {use.stride} (allowed {rule.strides})"
         if (op == "conv" and use.in_channels is not None and rule.max_in_channels is not None
                 and use.in_channels > rule.max_in_channels and not use.depthwise):
@@ -186,15 +185,14 @@ def lint(uses: Iterable[OpUse], profile: OpProfile) -> list[Violation]:
 
 def bit_violations(bits: list[Any], profile: OpProfile) -> list[Violation]:
     """Quantized layers whose weight or activation bit width the profile does not run."""
-    groups: dict[tuple[str, int], Violation] = defaultdict(lambda: Violation("pytorch", "", "", "", ""))
+    groups: dict[tuple[str, int], Violation] = {}
     for lb in bits:
         for reason, value, allowed in (("weight_bits", lb.weight_bits, profile.weight_bits),
                                        ("act_bits", lb.act_bits, profile.act_bits)):
             if allowed is None or profile.allow_all or value in allowed:
                 continue
-            v = groups[(reason, value)]
-            v.op, v.canonical, v.reason = lb.kind, lb.kind, reason
-            v.detail = f"{value}-bit {reason.split('_')[0]}s (profile runs {allowed})"
+            v = groups.setdefault((reason, value), Violation(
+                "pytorch", lb.kind, lb.kind, reason, f"{value}-bit {reason.split('_')[0]}s (profile runs {allowed})"))
             v.count += 1
             if len(v.where) < 5:
                 v.where.append(lb.name)

@@ -148,6 +148,13 @@ TFLITE_MAP: dict[str, tuple[str, ...]] = {
 }
 
 
+def _options(op: Any, cls: type) -> Any:
+    """The builtin options table of a TFLite operator, read as ``cls``."""
+    opts, table = cls(), op.BuiltinOptions()
+    opts.Init(table.Bytes, table.Pos)
+    return opts
+
+
 def tflite_ops(path: Path) -> list[OpUse]:
     """Every activation-path op of a TFLite flatbuffer, with stride and kernel read from the op options."""
     from ai_edge_litert import schema_py_generated as fb
@@ -184,18 +191,14 @@ def tflite_ops(path: Path) -> list[OpUse]:
             use = OpUse("tflite", name, TFLITE_MAP.get(name, _c(f"?{name}")), f"#{j} {label}".strip())
             if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 w = tensor(ins[1]).ShapeAsNumpy()
-                opts = fb.Conv2DOptions() if name == "CONV_2D" else fb.DepthwiseConv2DOptions()
-                table = o.BuiltinOptions()
-                opts.Init(table.Bytes, table.Pos)
+                opts = _options(o, fb.Conv2DOptions if name == "CONV_2D" else fb.DepthwiseConv2DOptions)
                 use.canonical, use.kernel = _c("conv"), int(max(w[1], w[2]))
                 use.stride = int(max(opts.StrideH(), opts.StrideW()))
                 use.in_channels = int(tensor(ins[0]).ShapeAsNumpy()[-1])
                 # TFLite writes a one-input-channel conv as depthwise: it is a dense conv all the same.
                 use.depthwise = name == "DEPTHWISE_CONV_2D" and use.in_channels > 1
             elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
-                opts = fb.Pool2DOptions()
-                table = o.BuiltinOptions()
-                opts.Init(table.Bytes, table.Pos)
+                opts = _options(o, fb.Pool2DOptions)
                 use.canonical = _c("max_pool" if name == "MAX_POOL_2D" else "avg_pool")
                 use.kernel = int(max(opts.FilterHeight(), opts.FilterWidth()))
                 use.stride = int(max(opts.StrideH(), opts.StrideW()))

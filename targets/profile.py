@@ -83,6 +83,11 @@ class OpProfile(BaseModel):
         r = self.rule(op)
         return (r.kernel_sizes is None or k in r.kernel_sizes) and (r.max_kernel is None or k <= r.max_kernel)
 
+    def stride_ok(self, op: str, s: int) -> bool:
+        """True when stride ``s`` passes ``op``'s rule."""
+        strides = self.rule(op).strides
+        return strides is None or s in strides
+
 
 def builtin_profiles() -> list[str]:
     """Names of the profiles shipped in ``targets/profiles``."""

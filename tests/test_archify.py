@@ -202,3 +202,29 @@ def test_bad_archify_configs_name_the_field(tmp_path):
         parse_recipe(archify_recipe(tmp_path, colour="red"))
     recipe = archify_recipe(tmp_path, rewrites=["fold_everything"])
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "r")]) == 2
+
+
+@pytest.mark.parametrize(("use", "reason"), [
+    (dict(op="Conv", canonical=("conv",), kernel=3, stride=4, in_channels=8), "stride"),
+    (dict(op="Conv", canonical=("conv",), kernel=3, stride=1, in_channels=1024), "in_channels"),
+    (dict(op="Conv", canonical=("conv",), kernel=3, stride=1, in_channels=8, depthwise=True), "depthwise"),
+    (dict(op="Conv", canonical=("conv",), kernel=5, stride=1, in_channels=8), "kernel_size"),
+    (dict(op="Einsum", canonical=("?Einsum",)), "unmapped_op"),
+])
+def test_every_reason_code_fires_and_the_cpu_profile_accepts_all(use, reason):
+    from targets.oplist import OpUse
+
+    op = OpUse(level="onnx", where="n0", **use)
+    assert [v.reason for v in lint([op], ARCHNET)] == [reason]
+    assert lint([op], load_profile("cpu")) == []
+
+
+def test_bit_widths_the_profile_does_not_run_are_violations():
+    from pipeline.check import bit_violations
+    from pipeline.quant.config import LayerBits
+
+    bits = [LayerBits("0", "Conv2d", 8, 8, "first conv"), LayerBits("3", "Conv2d", 4, 8, "global"),
+            LayerBits("6", "Conv2d", 4, 8, "global"), LayerBits("11", "Linear", 8, 4, "override")]
+    found = {(v.reason, v.count) for v in bit_violations(bits, NPU)}
+    assert found == {("weight_bits", 2), ("act_bits", 1)}
+    assert bit_violations(bits, load_profile("cpu")) == []

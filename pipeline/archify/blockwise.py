@@ -144,7 +144,6 @@ class BlockwiseObjective(nn.Module):
         with torch.no_grad():
             z_t = self._teacher[0](x)
         z_s = self.student(x)
-        loss = z_s.new_zeros(())
         blocks = z_s.new_zeros(())
         k = self.active
         for i, name in enumerate(self.targets[:k]):
@@ -152,7 +151,7 @@ class BlockwiseObjective(nn.Module):
             if self.heads is not None:
                 s = self.heads[str(i)](s, t)
             blocks = blocks + self.opts.decay ** (k - 1 - i) * F.mse_loss(s, t)
-        loss = loss + blocks
+        loss = blocks
         parts = {"block_mse": float(blocks.detach())}
         if self.final:
             cos = 1 - F.cosine_similarity(z_s, z_t, dim=1).mean()

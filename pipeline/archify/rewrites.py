@@ -37,6 +37,7 @@ class Probe:
     """Input shapes of every module on the example input (modules called more than once are listed once)."""
 
     shapes: dict[str, tuple[int, ...]]
+    output: torch.Tensor  # the model's output on the example, before the rewrite
 
     @classmethod
     def of(cls, model: nn.Module, example: torch.Tensor) -> Probe:
@@ -50,11 +51,11 @@ class Probe:
             handles.append(mod.register_forward_pre_hook(hook))
         try:
             with torch.no_grad():
-                model.eval()(example)
+                output = model.eval()(example)
         finally:
             for h in handles:
                 h.remove()
-        return cls(shapes)
+        return cls(shapes, output)
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -154,7 +155,7 @@ def convolutions(model: nn.Module, profile: OpProfile, probe: Probe) -> list[Cha
         k, s = conv.kernel_size[0], conv.stride[0]
         depthwise = conv.groups > 1 and conv.groups == conv.in_channels
         kernel_ok = profile.kernel_ok("conv", k)
-        stride_ok = rule.strides is None or s in rule.strides
+        stride_ok = profile.stride_ok("conv", s)
         shape = probe.shapes.get(name)
         if (not kernel_ok or not stride_ok) and k == s and conv.padding in ((0, 0), 0) and conv.groups == 1 \
                 and profile.allows("linear") and shape is not None and shape[2] % k == 0 and shape[3] % k == 0:
@@ -186,7 +187,7 @@ def max_pools(model: nn.Module, profile: OpProfile, probe: Probe) -> list[Change
     for name, pool in _replace_all(model, lambda _n, x: isinstance(x, nn.MaxPool2d)):
         k = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
         s = pool.stride if isinstance(pool.stride, int) else pool.stride[0]
-        if profile.kernel_ok("max_pool", k) and (rule.strides is None or s in rule.strides):
+        if profile.kernel_ok("max_pool", k) and profile.stride_ok("max_pool", s):
             continue
         shape = probe.shapes.get(name)
         for size in rule.kernel_sizes or [s]:
@@ -266,8 +267,7 @@ def archify_model(model: nn.Module, profile: OpProfile, example: torch.Tensor,
         if only is not None and name not in only:
             continue
         probe = Probe.of(student, example)
-        with torch.no_grad():
-            before = student(example)
+        before = probe.output
         done = rewrite(student, profile, probe)
         student.eval()
         if done and all(c.exact for c in done):

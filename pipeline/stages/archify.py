@@ -8,6 +8,7 @@ quantize stage's own machinery, so the exported artifacts carry exactly the trai
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,7 @@ from pipeline.quant.config import QATOptions, QuantizeConfig
 from pipeline.stage import ModelState, Stage, StageConfig, StageContext, StageResult
 from pipeline.stages.quantize import QuantizeStage, quantize_state
 from pipeline.training import predict
+from targets.profile import OpProfile, load_profile
 
 STUDENT_FILE = "student.safetensors"
 
@@ -63,34 +65,32 @@ class ArchifyStage(Stage):
     name = "archify"
     config_cls = ArchifyConfig
 
-    def _student(self, teacher: torch.nn.Module, ctx: StageContext) -> tuple[torch.nn.Module, list]:
-        from targets.profile import load_profile
-
+    def _student(self, teacher: torch.nn.Module, profile: OpProfile, ctx: StageContext
+                 ) -> tuple[torch.nn.Module, list]:
         cfg: ArchifyConfig = self.config  # type: ignore[assignment]
         unknown = [r for r in cfg.rewrites or [] if r not in REWRITES]
         if unknown:
             raise ConfigError(f"archify.rewrites: unknown {unknown}; valid rewrites: {', '.join(REWRITES)}")
         example = torch.from_numpy(ctx.splits.calibration.x[:2])
-        return archify_model(teacher, load_profile(cfg.profile), example, cfg.rewrites)
+        return archify_model(teacher, profile, example, cfg.rewrites)
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
         """Rewrite, distil block by block, and (optionally) quantize."""
         from pipeline.check import lint, pytorch_ops
-        from targets.profile import load_profile
 
         cfg: ArchifyConfig = self.config  # type: ignore[assignment]
         if state.quantized:
             raise ConfigError("archify runs on a float model: put it before the quantize stage (or use its own "
                               "archify.quantize section)")
         teacher = state.model.eval()
-        student, changes = self._student(teacher, ctx)
         profile = load_profile(cfg.profile)
+        student, changes = self._student(teacher, profile, ctx)
         example = torch.from_numpy(ctx.splits.calibration.x[:1])
         left = lint(pytorch_ops(student, example), profile)
         for v in left:
             ctx.log(f"  archify: no rewrite for {v.count} x {v.op} ({v.reason}: {v.detail}), e.g. {v.where[0]}")
         metrics: dict = {"profile": profile.name, "changes": [vars(c) for c in changes],
-                         "rewrites": {c.rewrite: sum(1 for d in changes if d.rewrite == c.rewrite) for c in changes},
+                         "rewrites": dict(Counter(c.rewrite for c in changes)),
                          "violations_left": sum(v.count for v in left)}
         ctx.log(f"  archify: {len(changes)} modules rewritten for {profile.name} "
                 f"({', '.join(f'{k} x{n}' for k, n in metrics['rewrites'].items()) or 'nothing to do'})")
@@ -137,7 +137,7 @@ class ArchifyStage(Stage):
 
         cfg: ArchifyConfig = self.config  # type: ignore[assignment]
         teacher = state.model.eval()
-        student, _ = self._student(teacher, ctx)
+        student, _ = self._student(teacher, load_profile(cfg.profile), ctx)
         student.load_state_dict(load_file(str(ctx.workdir / STUDENT_FILE)))
         new_state = ModelState(model=student.eval(), spec=state.spec, history=state.history,
                                extras={**state.extras, "teacher": teacher})
