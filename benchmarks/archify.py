@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, md_table, run_recipe, write_results  # noqa: E402
 
 from pipeline.environment import host_info, library_versions  # noqa: E402
+from pipeline.errors import EdgeshipError  # noqa: E402
 
 ZOO = ("vit_b_16", "swin_t", "convnext_tiny", "mobilenet_v3_small")
 OUT = Path("/tmp/edgeship-bench-archify")
@@ -51,10 +52,15 @@ def zoo(names: list[str], variants: list[str]) -> dict[str, Any]:
     out = {}
     for name in names:
         for quantized in [v == "w8a8" for v in variants]:
-            report = run_recipe(zoo_recipe(name, quantized), OUT / f"{name}-{quantized}")
+            key = f"{name}/{'w8a8' if quantized else 'fp32'}"
+            try:
+                report = run_recipe(zoo_recipe(name, quantized), OUT / f"{name}-{quantized}")
+            except EdgeshipError as e:  # one model's failure is a result, not the end of the benchmark
+                out[key] = {"error": str(e).splitlines()[0]}
+                print(key, out[key], flush=True)
+                continue
             a = report["stages"][0]["metrics"]
             gated = [r for r in report["results"] if r["gated"]]
-            key = f"{name}/{'w8a8' if quantized else 'fp32'}"
             out[key] = {"rewrites": a["rewrites"], "violations": report["check"]["violations_by_level"],
                         "ops_seen": report["check"]["ops_seen"],
                         "agreement": {r["target"]: r["metrics"]["top1_agreement"] for r in gated},
@@ -130,6 +136,7 @@ def markdown(results: dict[str, Any]) -> str:
                              " / ".join(str(v["violations"].get(lv, "-")) for lv in
                                         ("pytorch", "onnx", "tflite", "openvino")),
                              ", ".join(f"{t} {a:.4f}" for t, a in v["agreement"].items()), v["status"]]
+                            if "error" not in v else [k, "-", "-", "-", f"error: {v['error']}"]
                             for k, v in results["zoo"].items()]), ""]
     if "digits" in results:
         for example, rows in results["digits"].items():

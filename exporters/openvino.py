@@ -46,13 +46,14 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, source: str
                 else:
                     if ctx.onnx_path is None or not Path(ctx.onnx_path).is_file():
                         raise ExportError("no ONNX file to start from (export the onnx format first)")
-                    ov_model = ov.convert_model(str(ctx.onnx_path))
+                    ov_model = _convert_onnx(ov, Path(ctx.onnx_path), ctx.log_dir)
             used = attempt
             break
         except Exception as e:
             errors.append(f"{attempt}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     if ov_model is None:
         raise ExportError("OpenVINO export failed: " + "; ".join(errors) + f"\nconverter log: {log}\n{tail(log)}")
+    narrowed = narrow_fake_quantizes(ov_model) if ctx.quantizer is not None else 0
     # Both front ends may leave every dimension dynamic; a static shape (as in the other formats) lets the
     # CPU plugin pick its kernels at compile time.
     ov_model.reshape({0: ov.PartialShape([-1 if dynamic_batch else spec.shape[0], *spec.shape[1:]])})
@@ -70,6 +71,61 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, source: str
     batch = shape[0].get_length() if shape[0].is_static else -1
     return finish_artifact(
         "openvino", files[0], files, spec, batch, f"openvino {version('openvino')} (from {used})", started,
-        {"converted_from": used, "compress_to_fp16": compress_to_fp16, "fallback_reasons": errors},
+        {"converted_from": used, "compress_to_fp16": compress_to_fp16, "fallback_reasons": errors,
+         "narrow_fake_quantizes": narrowed},
         [INPUT_NAME], [OUTPUT_NAME],
     )
+
+
+def _convert_onnx(ov: Any, path: Path, work_dir: Path) -> Any:
+    """``ov.convert_model`` on the ONNX file, from a copy with INT4 weights widened to INT8 when it has any."""
+    import onnx
+
+    from exporters.onnx_qdq import widen_int4
+
+    model = onnx.load(str(path))
+    if not widen_int4(model):
+        return ov.convert_model(str(path))
+    widened = work_dir / "openvino-source.onnx"
+    onnx.save(model, str(widened))
+    try:
+        return ov.convert_model(str(widened))
+    finally:
+        widened.unlink(missing_ok=True)
+
+
+def narrow_fake_quantizes(model: Any) -> int:
+    """Rewrite each sub-8-bit activation chain as one narrow FakeQuantize; return how many.
+
+    ``FakeQuantize -> Clamp -> FakeQuantize`` (an 8-bit container clamped to a sub-8-bit range) becomes one
+    FakeQuantize with that range and its own number of levels (16 for 4 bits). That is OpenVINO's native form
+    of a narrow quantizer, and the CPU plugin computes the three-op chain differently from onnxruntime and
+    PyTorch (measured on a W8A4 digits CNN: 0.99 agreement and 13 dB SQNR against the PT2E model; 1.0 once
+    rewritten). The chain's values are exactly the narrow FakeQuantize's.
+    """
+    import numpy as np
+    from openvino import opset13
+
+    from targets.oplist import openvino_saturates
+
+    count = 0
+    for clamp in model.get_ordered_ops():
+        if clamp.get_type_name() != "Clamp":
+            continue
+        first = clamp.input_value(0).get_node()
+        users = [t.get_node() for t in clamp.output(0).get_target_inputs()]
+        lo, hi = float(clamp.get_attributes()["min"]), float(clamp.get_attributes()["max"])
+        if first.get_type_name() != "FakeQuantize" or len(users) != 1 or not openvino_saturates(users[0], lo, hi):
+            continue
+        second = users[0]
+        in_lo, in_hi = (float(second.input_value(i).get_node().get_data().ravel()[0]) for i in (1, 2))
+        levels = round((hi - lo) / ((in_hi - in_lo) / (second.get_attributes()["levels"] - 1))) + 1
+        lo_c, hi_c = (opset13.constant(np.array(v, np.float32)) for v in (lo, hi))
+        narrow = opset13.fake_quantize(first.input_value(0), lo_c, hi_c, lo_c, hi_c, levels)
+        narrow.set_friendly_name(second.get_friendly_name())
+        for target in list(second.output(0).get_target_inputs()):
+            target.replace_source_output(narrow.output(0))
+        count += 1
+    if count:
+        model.validate_nodes_and_infer_types()
+    return count

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from targets.oplist import OpUse, artifact_ops, clip_kind, is_spatial_mean
+from targets.oplist import OpUse, artifact_ops, clip_kind, is_spatial_mean, saturates_quantizer
 from targets.profile import OpProfile
 
 LEVELS = ("pytorch", "onnx", "tflite", "openvino")
@@ -135,7 +135,23 @@ def aten_use(node: torch.fx.Node) -> OpUse | None:
         if base.startswith("hardtanh"):
             lo, hi = (-1.0 if lo is None else lo), (1.0 if hi is None else hi)
         use.canonical = clip_kind(lo, hi)
+        if node.users and all(_saturates(u, lo, hi) for u in node.users):
+            use.canonical = ("quant",)
     return use
+
+
+def _saturates(quantize: torch.fx.Node, lo: float | None, hi: float | None) -> bool:
+    """True when ``quantize`` is a per-tensor quantize whose own narrower levels [lo, hi] are.
+
+    These are the clamps ``saturate_narrow_activations`` adds for sub-8-bit activations.
+    """
+    from pipeline.quant.pt2e import CONTAINERS
+
+    if "quantize_per_tensor" not in str(quantize.target) or "dequantize" in str(quantize.target):
+        return False
+    scale, zero, _qmin, _qmax, dtype = quantize.args[1:6]
+    return isinstance(scale, float | int) and isinstance(zero, float | int) and dtype in CONTAINERS and (
+        saturates_quantizer(lo, hi, float(scale), float(zero), CONTAINERS[dtype]))
 
 
 def pytorch_ops(model: torch.nn.Module, example: torch.Tensor) -> list[OpUse]:

@@ -42,3 +42,19 @@ def digits_resnet(num_classes: int = 10, in_channels: int = 1, width: int = 16) 
         nn.Flatten(),
         nn.Linear(width * 4, num_classes),
     )
+
+
+def digits_vit(num_classes: int = 10, in_channels: int = 1, image_size: int = 16) -> nn.Module:
+    """The VisionTransformer of torchvision at digits size: 4x4 patches, 4 layers of width 64, 4 heads (~0.2M params).
+
+    It has everything an int8 NPU lacks (LayerNorm, GELU, a patchify conv); ``examples/vit_archify.yaml``
+    converts it to the ``int8-npu`` set.
+    """
+    from torchvision.models import VisionTransformer
+
+    model = VisionTransformer(image_size=image_size, patch_size=4, num_layers=4, num_heads=4, hidden_dim=64,
+                              mlp_dim=128, num_classes=num_classes)
+    model.conv_proj = nn.Conv2d(in_channels, 64, kernel_size=4, stride=4)
+    # torchvision zero-initialises the head: a trained teacher does not care, a smoke test would get ties.
+    nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model

@@ -41,6 +41,22 @@ def clip_kind(lo: float | None, hi: float | None) -> tuple[str, ...]:
     return _c("clip")
 
 
+def saturates_quantizer(lo: float | None, hi: float | None, scale: float, zero: float,
+                        container: tuple[int, int]) -> bool:
+    """True when clamping to [lo, hi] is a quantizer's own saturation.
+
+    Both ends are integer levels of the quantizer (``scale``, ``zero``) and the range is narrower than its
+    ``container``. That is how a sub-8-bit activation is carried in an 8-bit tensor (a clamp to its levels,
+    then the 8-bit quantize); a 4-bit NPU does it inside its quantizer, so the linter counts it as
+    quantization, not a clip.
+    """
+    if scale <= 0:
+        return False
+    levels = [container[0] if lo is None else lo / scale + zero, container[1] if hi is None else hi / scale + zero]
+    on_grid = all(abs(q - round(q)) < 1e-3 and container[0] <= round(q) <= container[1] for q in levels)
+    return on_grid and round(levels[1]) - round(levels[0]) < container[1] - container[0]
+
+
 def is_spatial_mean(axes: Any, ndim: int | None, layout: str = "nchw") -> bool:
     """True when a mean reduces exactly the two spatial axes of a 4-D tensor (a global average pool)."""
     if axes is None or ndim != 4:
@@ -83,6 +99,10 @@ def onnx_ops(path: Path) -> list[OpUse]:
         shapes[t.name] = list(t.dims)
         values[t.name] = numpy_helper.to_array(t) if t.data_location != onnx.TensorProto.EXTERNAL else np.empty(0)
     const = set(values)
+    consumers: dict[str, list[Any]] = {}
+    for node in g.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
     uses = []
     for node in g.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -117,6 +137,9 @@ def onnx_ops(path: Path) -> list[OpUse]:
             lo, hi = (float(values[n]) if n in values and n else None
                       for n in (*node.input[1:3], "", "")[:2])
             use.canonical = clip_kind(lo, hi)
+            quantizers = consumers.get(node.output[0], [])
+            if quantizers and all(_onnx_saturates(q, lo, hi, values) for q in quantizers):
+                use.canonical = _c("quant")
         elif op == "ReduceMean":
             axes = values.get(node.input[1]) if len(node.input) > 1 else attrs.get("axes")
             use.canonical = _c("global_avg_pool") if is_spatial_mean(axes, len(shapes.get(node.input[0], []))) \
@@ -127,6 +150,16 @@ def onnx_ops(path: Path) -> list[OpUse]:
             use.stride = max(attrs.get("strides", [1]))
         uses.append(use)
     return uses
+
+
+def _onnx_saturates(q: Any, lo: float | None, hi: float | None, values: dict[str, np.ndarray]) -> bool:
+    """True when ``q`` is a QuantizeLinear whose own narrower levels [lo, hi] are (see ``saturates_quantizer``)."""
+    if q.op_type != "QuantizeLinear" or len(q.input) < 3 or q.input[1] not in values or q.input[2] not in values:
+        return False
+    scale, zero = values[q.input[1]], values[q.input[2]]
+    container = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}.get(zero.dtype)
+    return scale.size == 1 and container is not None and saturates_quantizer(
+        lo, hi, float(scale.ravel()[0]), float(zero.ravel()[0]), container)
 
 
 # -- TFLite -------------------------------------------------------------------------------------------------------
@@ -153,6 +186,26 @@ def _options(op: Any, cls: type) -> Any:
     opts, table = cls(), op.BuiltinOptions()
     opts.Init(table.Bytes, table.Pos)
     return opts
+
+
+TFLITE_CONTAINERS = {9: (np.int8, (-128, 127)), 3: (np.uint8, (0, 255))}  # schema TensorType INT8, UINT8
+
+
+def _tflite_grid(t: Any) -> tuple[float, float, tuple[int, int]] | None:
+    """(scale, zero point, container) of a per-tensor quantized 8-bit TFLite tensor; None otherwise."""
+    q = t.Quantization()
+    if q is None or q.ScaleLength() != 1 or t.Type() not in TFLITE_CONTAINERS:
+        return None
+    return float(q.ScaleAsNumpy()[0]), float(q.ZeroPointAsNumpy()[0]), TFLITE_CONTAINERS[t.Type()][1]
+
+
+def _tflite_value(model: Any, t: Any) -> float | None:
+    """The real value of a one-element quantized constant tensor."""
+    grid, buf = _tflite_grid(t), model.Buffers(t.Buffer())
+    if grid is None or buf is None or buf.DataLength() != 1:
+        return None
+    q = float(np.frombuffer(buf.DataAsNumpy().tobytes(), TFLITE_CONTAINERS[t.Type()][0])[0])
+    return (q - grid[1]) * grid[0]
 
 
 def tflite_ops(path: Path) -> list[OpUse]:
@@ -202,6 +255,12 @@ def tflite_ops(path: Path) -> list[OpUse]:
                 use.canonical = _c("max_pool" if name == "MAX_POOL_2D" else "avg_pool")
                 use.kernel = int(max(opts.FilterHeight(), opts.FilterWidth()))
                 use.stride = int(max(opts.StrideH(), opts.StrideW()))
+            elif name in ("MINIMUM", "MAXIMUM") and len(ins) == 2 and is_const(ins[1]):
+                bound = _tflite_value(model, tensor(ins[1]))
+                grid = _tflite_grid(tensor(outs[0]))
+                if bound is not None and grid is not None and grid == _tflite_grid(tensor(ins[0])) and (
+                        saturates_quantizer(*((None, bound) if name == "MINIMUM" else (bound, None)), *grid)):
+                    use.canonical = _c("quant")
             elif name == "BATCH_MATMUL":
                 use.canonical = _c("linear") if is_const(ins[1]) else _c("matmul")
             elif name == "MEAN":
@@ -267,6 +326,10 @@ def openvino_ops(path: Path) -> list[OpUse]:
             use.canonical = _c("slice") if scalar else _c("gather")
         elif kind == "Clamp":
             use.canonical = clip_kind(float(attrs["min"]), float(attrs["max"]))
+            quantizers = [t.get_node() for t in op.output(0).get_target_inputs()]
+            if quantizers and all(openvino_saturates(q, float(attrs["min"]), float(attrs["max"]))
+                                  for q in quantizers):
+                use.canonical = _c("quant")
         elif kind == "ReduceMean":
             axes_node = inputs[1]
             axes = axes_node.get_data() if axes_node.get_type_name() == "Constant" else None
@@ -278,6 +341,19 @@ def openvino_ops(path: Path) -> list[OpUse]:
             use.stride = int(max(attrs.get("strides", [1])))
         uses.append(use)
     return uses
+
+
+def openvino_saturates(fq: Any, lo: float, hi: float) -> bool:
+    """True when ``fq`` is a per-tensor FakeQuantize whose own narrower levels [lo, hi] are."""
+    if fq.get_type_name() != "FakeQuantize":
+        return False
+    bounds = [fq.input_value(i).get_node() for i in (1, 2)]
+    if any(b.get_type_name() != "Constant" or b.get_data().size != 1 for b in bounds):
+        return False
+    in_lo, in_hi = (float(b.get_data().ravel()[0]) for b in bounds)
+    levels = int(fq.get_attributes()["levels"])
+    step = (in_hi - in_lo) / (levels - 1)
+    return saturates_quantizer(lo, hi, step, -in_lo / step, (0, levels - 1))
 
 
 ARTIFACT_READERS = {".onnx": onnx_ops, ".tflite": tflite_ops, ".xml": openvino_ops}

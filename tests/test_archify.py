@@ -64,6 +64,46 @@ def test_hard_gate_is_hardsigmoid_and_one_hot_linear_is_the_embedding():
     assert torch.allclose(m.OneHotLinear(emb)(ids), emb(ids))
 
 
+def _se_net(gate: nn.Module) -> nn.Module:
+    from torchvision.ops.misc import SqueezeExcitation
+
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), SqueezeExcitation(8, 4, scale_activation=lambda: gate),
+                         nn.Conv2d(8, 4, 1)).eval()
+
+
+def _openvino_ops(model: nn.Module, x: torch.Tensor, tmp_path) -> set[str]:
+    import openvino as ov
+
+    from targets.oplist import openvino_ops
+
+    ov.save_model(ov.convert_model(torch.export.export(model.eval(), (x,))), str(tmp_path / "m.xml"))
+    return {op for u in openvino_ops(tmp_path / "m.xml") for op in u.canonical}
+
+
+def test_squeeze_excitation_gate_is_exact_and_openvino_cannot_refuse_it_into_hsigmoid(tmp_path):
+    x = torch.randn(2, 3, 8, 8)
+    model = _se_net(nn.Hardsigmoid())
+    nn.init.zeros_(model[1].fc2.bias)  # torchvision's MobileNetV3 init: the folded bias is then exactly 3 everywhere
+    student, changes = archify_model(model, NPU, x, only=["swap_activations"])
+    assert [(c.rewrite, c.exact) for c in changes] == [("gate_to_hard_gate", True)]
+    assert isinstance(student[1], m.HardSqueezeExcitation) and same(model, student, x)
+    # The check can fail: OpenVINO fuses a plain relu6(x+3)/6 gate back into HSigmoid, which the NPU lacks.
+    plain = _se_net(m.HardGate())
+    plain[1].load_state_dict(model[1].state_dict())
+    assert "hardsigmoid" in _openvino_ops(plain, x[:1], tmp_path)
+    assert not _openvino_ops(student, x[:1], tmp_path) - set(NPU.ops)
+
+
+def test_adaptive_global_pool_becomes_a_fixed_kernel_pool_exactly():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    x = torch.randn(2, 3, 9, 9)
+    student, changes = archify_model(model, NPU, x, only=["fixed_global_pools"])
+    assert [(c.rewrite, c.detail) for c in changes] == [("fixed_global_pool", "7x7")]
+    assert isinstance(student[1], nn.AvgPool2d) and same(model, student, x)
+    # a map wider than the profile's largest pooling kernel keeps the adaptive pool
+    assert archify_model(model, NPU, torch.randn(2, 3, 12, 12), only=["fixed_global_pools"])[1] == []
+
+
 def test_global_pool_folds_into_the_classifier_exactly():
     model = digits_cnn()
     student, changes = archify_model(model, ARCHNET, torch.randn(2, 1, 16, 16), only=["global_pool_to_linear"])
@@ -228,3 +268,19 @@ def test_bit_widths_the_profile_does_not_run_are_violations():
     found = {(v.reason, v.count) for v in bit_violations(bits, NPU)}
     assert found == {("weight_bits", 2), ("act_bits", 1)}
     assert bit_violations(bits, load_profile("cpu")) == []
+
+
+def test_batch_norms_that_replace_layer_norms_take_the_data_statistics():
+    from pipeline.archify.rewrites import reestimate_batch_norms
+
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    x = torch.randn(64, 5, 4) * 3 + 1
+    student, changes = archify_model(model, NPU, x[:2], only=["layer_norm_to_batch_norm"])
+    bn = student[1].bn
+    assert torch.equal(bn.running_mean, torch.zeros(6))  # fresh: no normalisation at all
+    assert reestimate_batch_norms(student, [c.module for c in changes], x) == 1
+    with torch.no_grad():
+        tokens = model[0](x).reshape(-1, 6)
+    assert torch.allclose(bn.running_mean, tokens.mean(0), atol=1e-5)
+    assert bn.momentum == 0.1 and not bn.training
+    assert reestimate_batch_norms(student, ["0"], x) == 0  # only the named modules' BatchNorms

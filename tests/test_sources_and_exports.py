@@ -55,3 +55,31 @@ def test_demo_recipe_is_found():
     from pipeline.cli import demo_recipe
 
     assert demo_recipe().name == "digits.yaml"
+
+
+def test_weight_folding_skips_quantized_scalars_and_openvino_input_is_widened():
+    """A quantized scalar constant (swin_t's attention has one) stays a Q/DQ chain; INT4 widens to INT8 as is."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporters.onnx_qdq import fold_weight_qdq, int4_tensor, widen_int4
+
+    inits = [numpy_helper.from_array(np.array(0.5, np.float32), "w"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z"),
+             int4_tensor("q4", np.array([[-8, 7, -1]], np.int8))]
+    nodes = [helper.make_node("QuantizeLinear", ["w", "s", "z"], ["wq"]),
+             helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wd"]),
+             helper.make_node("Mul", ["x", "wd"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    assert fold_weight_qdq(model) == {"folded": 0}
+    assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "DequantizeLinear", "Mul"]
+    assert widen_int4(model) == 1
+    widened = next(t for t in model.graph.initializer if t.name == "q4")
+    assert widened.data_type == TensorProto.INT8
+    assert numpy_helper.to_array(widened).tolist() == [[-8, 7, -1]]
+    assert widen_int4(model) == 0
+    onnx.checker.check_model(model)

@@ -36,6 +36,28 @@ class HardGate(nn.Module):
         return F.relu6(x + 3.0) * (1.0 / 6.0)
 
 
+class HardSqueezeExcitation(nn.Module):
+    """A squeeze-excitation block with a hard gate whose constants are folded away.
+
+    ``x * relu6(fc2(s) + 3) / 6`` computed as ``(x * relu6(fc2'(s))) * (1/6)`` with the +3 folded into fc2's bias,
+    so no converter sees the ``(z + 3) -> clip(0, 6) -> * 1/6`` chain that OpenVINO re-fuses into HSigmoid (an op
+    NPUs lack); the trailing constant multiply is folded into the next convolution by the runtimes.
+    """
+
+    def __init__(self, se: nn.Module) -> None:
+        super().__init__()
+        self.avgpool, self.fc1, self.activation, self.fc2 = se.avgpool, se.fc1, se.activation, se.fc2
+        with torch.no_grad():
+            if self.fc2.bias is None:
+                self.fc2.bias = nn.Parameter(torch.zeros(self.fc2.out_channels))
+            self.fc2.bias.add_(3.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The gated input."""
+        gate = F.relu6(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return (x * gate) * (1.0 / 6.0)
+
+
 class PatchLinear(nn.Module):
     """A k x k / stride k convolution (patchify) as reshape + fully connected: the same outputs, no large kernel."""
 

@@ -97,6 +97,8 @@ def swap_activations(model: nn.Module, profile: OpProfile, probe: Probe) -> list
              nn.Hardsigmoid: "hardsigmoid", nn.Sigmoid: "sigmoid"}
     hard_gate_ok = all(profile.allows(op) for op in ("relu6", "add", "mul"))
     changes = []
+    if hard_gate_ok:
+        changes += _squeeze_excitations(model, profile)
     for name, act in _replace_all(model, lambda _n, mod: isinstance(mod, ACTIVATIONS_TO_SWAP + GATES)):
         kind = names.get(type(act), type(act).__name__.lower())
         if profile.allows(kind):
@@ -107,6 +109,22 @@ def swap_activations(model: nn.Module, profile: OpProfile, probe: Probe) -> list
         else:
             set_module(model, name, nn.ReLU6() if profile.activation == "relu6" else nn.ReLU())
             changes.append(Change("activation_to_" + profile.activation, name, False, type(act).__name__))
+    return changes
+
+
+def _squeeze_excitations(model: nn.Module, profile: OpProfile) -> list[Change]:
+    """Torchvision SE blocks with a gate the profile lacks -> ``HardSqueezeExcitation`` (constants folded)."""
+    from torchvision.ops.misc import SqueezeExcitation
+
+    def gated(_n: str, mod: nn.Module) -> bool:
+        return isinstance(mod, SqueezeExcitation) and isinstance(mod.scale_activation, GATES) \
+            and not profile.allows("hardsigmoid" if isinstance(mod.scale_activation, nn.Hardsigmoid) else "sigmoid")
+
+    changes = []
+    for name, se in _replace_all(model, gated):
+        set_module(model, name, m.HardSqueezeExcitation(se))
+        changes.append(Change("gate_to_hard_gate", name, isinstance(se.scale_activation, nn.Hardsigmoid),
+                              type(se.scale_activation).__name__ + " (squeeze-excitation)"))
     return changes
 
 
@@ -228,6 +246,26 @@ def global_pool_to_linear(model: nn.Module, profile: OpProfile, probe: Probe) ->
     return changes
 
 
+def fixed_global_pools(model: nn.Module, profile: OpProfile, probe: Probe) -> list[Change]:
+    """Adaptive global average pool -> an average pool with a fixed kernel the size of the map (exact).
+
+    Converters lower the adaptive form to reduce-means whose axes depend on the surrounding layout (ConvNeXt's
+    head comes out as a MEAN over NCHW axes in TFLite and a strided Gather in ONNX); a fixed-kernel pool lowers to
+    the one pooling op every NPU delegate has. Done when the profile's average pool takes a kernel that size.
+    """
+    if profile.allow_all or not profile.allows("avg_pool"):
+        return []
+    changes = []
+    for name, _pool in _replace_all(model, lambda _n, x: isinstance(x, nn.AdaptiveAvgPool2d)
+                                    and x.output_size in (1, (1, 1))):
+        shape = probe.shapes.get(name)
+        if shape is None or len(shape) != 4 or not profile.kernel_ok("avg_pool", max(shape[2], shape[3])):
+            continue
+        set_module(model, name, nn.AvgPool2d((shape[2], shape[3])))
+        changes.append(Change("fixed_global_pool", name, True, f"{shape[2]}x{shape[3]}"))
+    return changes
+
+
 def residual_to_concat(model: nn.Module, profile: OpProfile, probe: Probe) -> list[Change]:
     """ResNet blocks' ``out + identity`` -> concat + 3x3 conv + BN + ReLU, when the profile has no add."""
     if profile.allow_all or profile.allows("add") or not profile.allows("concat"):
@@ -251,7 +289,38 @@ REWRITES: dict[str, Rewrite] = {
     "convolutions": convolutions,
     "max_pools": max_pools,
     "global_pool_to_linear": global_pool_to_linear,
+    "fixed_global_pools": fixed_global_pools,
 }
+
+
+def reestimate_batch_norms(model: nn.Module, modules: list[str], x: torch.Tensor, batch_size: int = 32) -> int:
+    """Set the running statistics of the BatchNorms inside ``modules`` from ``x`` (no labels, no gradients).
+
+    A LayerNorm swapped for a BatchNorm starts with mean 0 / variance 1, i.e. no normalisation at all: 12 such
+    blocks in a ViT let activations grow layer after layer, which int8 cannot represent. One forward pass over
+    calibration data in train mode (cumulative averages) gives the statistics the data really has. Returns how
+    many BatchNorms were re-estimated.
+    """
+    names = set(modules)
+    norms = [bn for n, mod in model.named_modules() if n in names
+             for bn in mod.modules() if isinstance(bn, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    momenta = [bn.momentum for bn in norms]
+    model.eval()
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative: every batch weighs the same
+        bn.train()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                model(x[i:i + batch_size])
+    finally:
+        for bn, momentum in zip(norms, momenta, strict=True):
+            bn.momentum = momentum
+        model.eval()
+    return len(norms)
 
 
 def archify_model(model: nn.Module, profile: OpProfile, example: torch.Tensor,

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.archify.blockwise import BlockwiseOptions, distill_blockwise
-from pipeline.archify.rewrites import REWRITES, archify_model
+from pipeline.archify.rewrites import REWRITES, archify_model, reestimate_batch_norms
 from pipeline.errors import ConfigError
 from pipeline.metrics import label_metrics
 from pipeline.quant.config import QATOptions, QuantizeConfig
@@ -55,6 +55,8 @@ class ArchifyConfig(StageConfig):
 
     profile: str = Field(default="int8-npu", description="shipped profile name or a profile YAML path")
     rewrites: list[str] | None = Field(default=None, description=f"subset of {', '.join(REWRITES)} (default all)")
+    reestimate_norms: bool = Field(default=True, description="set the statistics of BatchNorms that replaced "
+                                                             "LayerNorms from the calibration data")
     distill: BlockwiseOptions | None = Field(default=BlockwiseOptions(), description="null: rewrite only")
     quantize: ArchifyQuantize | None = None
 
@@ -94,6 +96,10 @@ class ArchifyStage(Stage):
                          "violations_left": sum(v.count for v in left)}
         ctx.log(f"  archify: {len(changes)} modules rewritten for {profile.name} "
                 f"({', '.join(f'{k} x{n}' for k, n in metrics['rewrites'].items()) or 'nothing to do'})")
+        norms = [c.module for c in changes if c.rewrite == "layer_norm_to_batch_norm"]
+        if cfg.reestimate_norms and norms:
+            metrics["norms_reestimated"] = reestimate_batch_norms(student, norms,
+                                                                  torch.from_numpy(ctx.splits.calibration.x))
         if cfg.distill is not None:
             metrics["distill"] = distill_blockwise(student, teacher, ctx.splits.train.x, ctx.splits.validation.x,
                                                    cfg.distill, ctx.seed, ctx.workdir, ctx.log, ctx.resume,

@@ -53,11 +53,12 @@ class QuantizeStage(Stage):
         """Reload the PT2E graph; the quantizer is rebuilt from the config (deterministic) for the TFLite lowering."""
         from torchao.quantization.pt2e import allow_exported_model_train_eval
 
-        from pipeline.quant.pt2e import build_quantizer
+        from pipeline.quant.pt2e import build_quantizer, saturate_narrow_activations
 
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         table, _ = resolve_bits(state.model, cfg)
         converted = torch.export.load(str(ctx.workdir / "model.pt2")).module()
+        saturate_narrow_activations(converted)  # a graph saved before the pass existed gets it too
         allow_exported_model_train_eval(converted)
         converted.eval()
         return self.quantized_state(state, converted, build_quantizer(cfg, table), table)
