@@ -94,9 +94,12 @@ def _artifact_vs_teacher(report: dict[str, Any], run_dir: Path, recipe: dict[str
     return out
 
 
-def digits(seeds: list[int]) -> dict[str, Any]:
+DIGITS_EXAMPLES = ("digits_archnet", "digits_archnet_w2a4")
+
+
+def digits(seeds: list[int], examples: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for example in ("digits_archnet", "digits_archnet_w2a4"):
+    for example in examples:
         base = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
         rows = []
         for seed in seeds:
@@ -156,11 +159,12 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
     ap.add_argument("--variants", nargs="+", default=["fp32", "w8a8"], choices=["fp32", "w8a8"])
+    ap.add_argument("--examples", nargs="+", default=list(DIGITS_EXAMPLES), choices=list(DIGITS_EXAMPLES))
     args = ap.parse_args()
     previous = RESULTS / "archify.json"
     results: dict[str, Any] = json.loads(previous.read_text())["results"] if previous.is_file() else {}
     for part in args.part:
-        new = digits(args.seeds) if part == "digits" else zoo(args.models, args.variants)
+        new = digits(args.seeds, args.examples) if part == "digits" else zoo(args.models, args.variants)
         results[part] = {**results.get(part, {}), **new}
         payload = {"host": host_info(), "versions": library_versions(), "results": results}
         jp, mp = write_results("archify", payload, markdown(results))
