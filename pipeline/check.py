@@ -145,13 +145,14 @@ def _saturates(quantize: torch.fx.Node, lo: float | None, hi: float | None) -> b
 
     These are the clamps ``saturate_narrow_activations`` adds for sub-8-bit activations.
     """
-    from pipeline.quant.pt2e import CONTAINERS
+    from pipeline.quant.pt2e import container_range
 
     if "quantize_per_tensor" not in str(quantize.target) or "dequantize" in str(quantize.target):
         return False
     scale, zero, _qmin, _qmax, dtype = quantize.args[1:6]
-    return isinstance(scale, float | int) and isinstance(zero, float | int) and dtype in CONTAINERS and (
-        saturates_quantizer(lo, hi, float(scale), float(zero), CONTAINERS[dtype]))
+    container = container_range(dtype)
+    return isinstance(scale, float | int) and isinstance(zero, float | int) and container is not None and (
+        saturates_quantizer(lo, hi, float(scale), float(zero), container))
 
 
 def pytorch_ops(model: torch.nn.Module, example: torch.Tensor) -> list[OpUse]:

@@ -57,6 +57,14 @@ def saturates_quantizer(lo: float | None, hi: float | None, scale: float, zero: 
     return on_grid and round(levels[1]) - round(levels[0]) < container[1] - container[0]
 
 
+def container_range(dtype: Any) -> tuple[int, int] | None:
+    """The integer range of an 8-bit container (int8 or uint8); None for any other dtype."""
+    if np.dtype(dtype) not in (np.dtype(np.int8), np.dtype(np.uint8)):
+        return None
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
 def is_spatial_mean(axes: Any, ndim: int | None, layout: str = "nchw") -> bool:
     """True when a mean reduces exactly the two spatial axes of a 4-D tensor (a global average pool)."""
     if axes is None or ndim != 4:
@@ -157,7 +165,7 @@ def _onnx_saturates(q: Any, lo: float | None, hi: float | None, values: dict[str
     if q.op_type != "QuantizeLinear" or len(q.input) < 3 or q.input[1] not in values or q.input[2] not in values:
         return False
     scale, zero = values[q.input[1]], values[q.input[2]]
-    container = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}.get(zero.dtype)
+    container = container_range(zero.dtype)
     return scale.size == 1 and container is not None and saturates_quantizer(
         lo, hi, float(scale.ravel()[0]), float(zero.ravel()[0]), container)
 
@@ -188,7 +196,7 @@ def _options(op: Any, cls: type) -> Any:
     return opts
 
 
-TFLITE_CONTAINERS = {9: (np.int8, (-128, 127)), 3: (np.uint8, (0, 255))}  # schema TensorType INT8, UINT8
+TFLITE_CONTAINERS = {9: np.int8, 3: np.uint8}  # schema TensorType INT8, UINT8
 
 
 def _tflite_grid(t: Any) -> tuple[float, float, tuple[int, int]] | None:
@@ -196,7 +204,7 @@ def _tflite_grid(t: Any) -> tuple[float, float, tuple[int, int]] | None:
     q = t.Quantization()
     if q is None or q.ScaleLength() != 1 or t.Type() not in TFLITE_CONTAINERS:
         return None
-    return float(q.ScaleAsNumpy()[0]), float(q.ZeroPointAsNumpy()[0]), TFLITE_CONTAINERS[t.Type()][1]
+    return float(q.ScaleAsNumpy()[0]), float(q.ZeroPointAsNumpy()[0]), container_range(TFLITE_CONTAINERS[t.Type()])
 
 
 def _tflite_value(model: Any, t: Any) -> float | None:
@@ -204,7 +212,7 @@ def _tflite_value(model: Any, t: Any) -> float | None:
     grid, buf = _tflite_grid(t), model.Buffers(t.Buffer())
     if grid is None or buf is None or buf.DataLength() != 1:
         return None
-    q = float(np.frombuffer(buf.DataAsNumpy().tobytes(), TFLITE_CONTAINERS[t.Type()][0])[0])
+    q = float(np.frombuffer(buf.DataAsNumpy().tobytes(), TFLITE_CONTAINERS[t.Type()])[0])
     return (q - grid[1]) * grid[0]
 
 

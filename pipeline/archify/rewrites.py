@@ -217,11 +217,15 @@ def max_pools(model: nn.Module, profile: OpProfile, probe: Probe) -> list[Change
     return changes
 
 
+def _is_global_pool(_name: str, mod: nn.Module) -> bool:
+    return isinstance(mod, nn.AdaptiveAvgPool2d) and mod.output_size in (1, (1, 1))
+
+
 def global_pool_to_linear(model: nn.Module, profile: OpProfile, probe: Probe) -> list[Change]:
     """Global average pool + classifier -> one classifier over the flattened map (exact: the pool is linear)."""
     if profile.allow_all or profile.allows("global_avg_pool") or profile.allows("avg_pool"):
         return []
-    pools = _replace_all(model, lambda _n, x: isinstance(x, nn.AdaptiveAvgPool2d) and x.output_size in (1, (1, 1)))
+    pools = _replace_all(model, _is_global_pool)
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     linears = [(n, x) for n, x in model.named_modules() if isinstance(x, nn.Linear)]
     changes = []
@@ -256,8 +260,7 @@ def fixed_global_pools(model: nn.Module, profile: OpProfile, probe: Probe) -> li
     if profile.allow_all or not profile.allows("avg_pool"):
         return []
     changes = []
-    for name, _pool in _replace_all(model, lambda _n, x: isinstance(x, nn.AdaptiveAvgPool2d)
-                                    and x.output_size in (1, (1, 1))):
+    for name, _pool in _replace_all(model, _is_global_pool):
         shape = probe.shapes.get(name)
         if shape is None or len(shape) != 4 or not profile.kernel_ok("avg_pool", max(shape[2], shape[3])):
             continue

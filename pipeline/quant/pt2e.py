@@ -203,7 +203,12 @@ def finish(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return converted
 
 
-CONTAINERS = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
+def container_range(dtype: torch.dtype) -> tuple[int, int] | None:
+    """The integer range of an 8-bit activation container (int8 or uint8); None for any other dtype."""
+    if dtype not in (torch.int8, torch.uint8):
+        return None
+    info = torch.iinfo(dtype)
+    return info.min, info.max
 
 
 def saturate_narrow_activations(model: torch.fx.GraphModule) -> int:
@@ -230,9 +235,10 @@ def saturate_narrow_activations(model: torch.fx.GraphModule) -> int:
         if isinstance(source, torch.fx.Node) and (
                 source.op == "get_attr" or source.target == torch.ops.aten.clamp.default):
             continue  # weights (the exporters fold them to clipped integers), or a re-quantize this pass added
-        if not isinstance(scale, float | int) or not isinstance(zero, float | int) or dtype not in CONTAINERS:
+        container = container_range(dtype)
+        if not isinstance(scale, float | int) or not isinstance(zero, float | int) or container is None:
             continue
-        if (qmin, qmax) == CONTAINERS[dtype] or any(u.target == torch.ops.aten.clamp.default for u in dq.users):
+        if (qmin, qmax) == container or any(u.target == torch.ops.aten.clamp.default for u in dq.users):
             continue
         users = list(dq.users)
         with graph.inserting_after(dq):
