@@ -16,3 +16,10 @@ def vit_b_16(num_classes: int = 10) -> nn.Module:
     with torch.no_grad():
         model.heads.head.bias.zero_()
     return model
+
+
+def vit_b_16_64(num_classes: int = 10) -> nn.Module:
+    """torchvision vit_b_16 built for 64x64 inputs (16 patches + class token): trainable on digits on a CPU."""
+    from torchvision.models import vit_b_16 as build
+
+    return build(num_classes=num_classes, image_size=64)

@@ -56,3 +56,33 @@ def train_supervised(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: 
     history = trainer.fit(CrossEntropyObjective(model), x, y)
     model.eval()
     return history
+
+
+def reestimate_batch_norms(model: nn.Module, modules: list[str], x: torch.Tensor, batch_size: int = 32) -> int:
+    """Set the running statistics of the BatchNorms inside ``modules`` from ``x`` (no labels, no gradients).
+
+    A LayerNorm swapped for a BatchNorm starts with mean 0 / variance 1, i.e. no normalisation at all: 12 such
+    blocks in a ViT let activations grow layer after layer, which int8 cannot represent. One forward pass over
+    calibration data in train mode (cumulative averages) gives the statistics the data really has. Returns how
+    many BatchNorms were re-estimated.
+    """
+    names = set(modules)
+    norms = [bn for n, mod in model.named_modules() if n in names
+             for bn in mod.modules() if isinstance(bn, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    momenta = [bn.momentum for bn in norms]
+    model.eval()
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative: every batch weighs the same
+        bn.train()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                model(x[i:i + batch_size])
+    finally:
+        for bn, momentum in zip(norms, momenta, strict=True):
+            bn.momentum = momentum
+        model.eval()
+    return len(norms)

@@ -205,9 +205,6 @@ def archify_recipe(tmp, **archify: object) -> dict:
 def test_short_archify_run_ends_with_zero_violations_on_every_level(tmp_path):
     recipe = archify_recipe(tmp_path, distill={"stem_epochs": 1, "period_epochs": 1, "final_epochs": 2},
                             quantize={"weight_bits": 4, "act_bits": 8, "epochs": 2})
-    # two QAT epochs leave a few quantized logits tied or near ties
-    recipe["validate"] = {"quantized_gates": {"top1_agreement_min": 0.95, "rel_max_err_max": None,
-                                              "degenerate_reference_max": 0.05}}
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     report = load_report(tmp_path / "run")
     assert report["check"]["passed"] and set(report["check"]["ops_seen"]) == {"pytorch", "onnx", "tflite",
@@ -215,7 +212,7 @@ def test_short_archify_run_ends_with_zero_violations_on_every_level(tmp_path):
     a = report["stages"][1]["metrics"]
     assert a["violations_left"] == 0 and [p["targets"] for p in a["distill"]["periods"]] == [1, 2, 3, 4, 4]
     assert a["quantized_student_vs_teacher"]["agreement"] > 0.8
-    assert all(r["metrics"]["top1_agreement"] >= 0.95 for r in report["results"] if r["gated"])
+    assert all(r["metrics"]["top1_agreement"] >= 0.995 for r in report["results"] if r["gated"])
     # resume rebuilds the student from the rewrites and reloads the trained integers
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run"), "--resume"]) == 0
     assert load_report(tmp_path / "run")["stages"][1]["reused"]
@@ -271,7 +268,7 @@ def test_bit_widths_the_profile_does_not_run_are_violations():
 
 
 def test_batch_norms_that_replace_layer_norms_take_the_data_statistics():
-    from pipeline.archify.rewrites import reestimate_batch_norms
+    from pipeline.training import reestimate_batch_norms
 
     model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 3)).eval()
     x = torch.randn(64, 5, 4) * 3 + 1
@@ -284,3 +281,15 @@ def test_batch_norms_that_replace_layer_norms_take_the_data_statistics():
     assert torch.allclose(bn.running_mean, tokens.mean(0), atol=1e-5)
     assert bn.momentum == 0.1 and not bn.training
     assert reestimate_batch_norms(student, ["0"], x) == 0  # only the named modules' BatchNorms
+
+
+def test_archified_student_trains_when_a_swapped_activation_feeds_an_in_place_op():
+    """mobilenet_v3's head: Hardswish -> Dropout(inplace=True). Swapped to ReLU (whose backward reads its output),
+    the in-place dropout would break every backward pass; the student carries no in-place modules."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Hardswish(inplace=True), nn.Dropout(0.2, inplace=True),
+                          nn.Linear(32, 10))
+    student, changes = archify_model(model, NPU, torch.randn(2, 1, 4, 4))
+    assert any(c.rewrite == "activation_to_relu" for c in changes)
+    assert not any(getattr(mod, "inplace", False) for mod in student.modules())
+    student.train()
+    student(torch.randn(8, 1, 4, 4)).sum().backward()

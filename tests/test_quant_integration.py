@@ -226,3 +226,52 @@ def test_sub_8_bit_activations_saturate_at_their_own_range_in_every_artifact(tmp
             node.input[:] = [clip.input[0] if i == clip.output[0] else i for i in node.input]
         model.graph.node.remove(clip)
     assert np.abs(run_onnx(model) - reference).max() > 2 * with_clips
+
+
+def test_dorefa_weights_ship_their_trained_levels(tmp_path):
+    """DoReFa W2 QAT: each 2-bit layer ships the odd integers {-3, -1, 1, 3} (4 levels, no zero), post-ReLU
+    activations keep the fixed [0, 10] range, and the runtimes agree with the PT2E model."""
+    import onnx
+    from onnx import numpy_helper
+
+    recipe = quant_recipe(tmp_path, mode="qat", weight_bits=2, act_bits=8, per_channel=False,
+                          qat={"epochs": 6, "quantizer": "dorefa"})
+    assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
+    for t in gated_results(tmp_path / "run").values():
+        assert t["metrics"]["top1_agreement"] >= 0.995, t["target"]
+    metrics = load_report(tmp_path / "run")["stages"][1]["metrics"]
+    assert metrics["estimator"] == "dorefa"
+    two_bit = [b["name"] for b in metrics["bits"] if b["weight_bits"] == 2]
+    assert len(two_bit) == 2
+    model = onnx.load(str(tmp_path / "run" / "artifacts" / "model.onnx"))
+    integer = {t.name.split(".weight")[0]: numpy_helper.to_array(t) for t in model.graph.initializer
+               if len(t.dims) > 1 and t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.INT8)}
+    for name in two_bit:
+        assert set(np.unique(integer[name]).tolist()) == {-3, -1, 1, 3}, name
+    scales = {round(float(numpy_helper.to_array(t)), 6) for t in model.graph.initializer
+              if t.data_type == onnx.TensorProto.FLOAT and not t.dims}
+    assert round(10 / 255, 6) in scales  # the fixed activation range, not a learned step
+
+
+def test_biases_sit_on_the_int32_grid_the_runtimes_use(tmp_path):
+    """onnxruntime (and TFLite) store each bias as an int32 of step s_in·s_w. The PT2E reference rounds its float
+    biases to that grid, so at W3A4 scales onnxruntime computes what the reference does."""
+    import onnxruntime as ort
+    import torch
+
+    from pipeline.recipe import parse_recipe
+    from pipeline.runner import Runner
+
+    recipe = quant_recipe(tmp_path, weight_bits=3, act_bits=4)
+    recipe["stages"][1]["calibration"]["estimator"] = "minmax"
+    main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")])
+    run = tmp_path / "run"
+    program = torch.export.load(str(run / "stages" / "02-quantize" / "model.pt2")).module()
+    runner = Runner(parse_recipe(recipe), run, log=lambda _m: None)
+    x = runner.data(runner.input_spec()).validation.x
+    with torch.no_grad():
+        reference = program(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(run / "artifacts" / "model.onnx"), providers=["CPUExecutionProvider"])
+    out = np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+    sqnr = 10 * np.log10((reference**2).sum() / max(((out - reference) ** 2).sum(), 1e-30))
+    assert sqnr > 30, sqnr  # measured 36 dB; 24 dB with the reference's biases left in float

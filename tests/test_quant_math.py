@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import operator
 
 import pytest
 import torch
@@ -127,8 +129,8 @@ def test_per_channel_mse_never_worse_than_minmax():
     assert torch.all(err(scale) <= err(minmax) + 1e-7) and err(scale)[0] < err(minmax)[0]
 
 
-def test_lsq_trains_inside_a_prepared_graph():
-    """One QAT step changes both the weights and the LSQ steps (they are trainable parameters)."""
+def _qat_prepared(weight_bits: int, quantizer: str) -> tuple[torch.fx.GraphModule, torch.Tensor]:
+    """digits_cnn as a prepared QAT graph (BN folded) after its first, initialising batch."""
     import numpy as np
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
@@ -137,13 +139,19 @@ def test_lsq_trains_inside_a_prepared_graph():
     from pipeline.quant.pt2e import build_quantizer, dynamic_batch_export
 
     model = digits_cnn().eval()
-    cfg = QuantizeConfig(type="quantize", mode="qat", weight_bits=3)
+    cfg = QuantizeConfig(type="quantize", mode="qat", weight_bits=weight_bits, qat={"quantizer": quantizer})
     graph = dynamic_batch_export(model, torch.rand(2, 1, 16, 16))
     _fuse_conv_bn_(graph)
     prepared = prepare_qat_pt2e(graph, build_quantizer(cfg, resolve_bits(model, cfg)[0]))
     allow_exported_model_train_eval(prepared)
     x = torch.from_numpy(np.random.default_rng(0).random((16, 1, 16, 16), dtype=np.float32))
     prepared(x)
+    return prepared, x
+
+
+def test_lsq_trains_inside_a_prepared_graph():
+    """One QAT step changes both the weights and the LSQ steps (they are trainable parameters)."""
+    prepared, x = _qat_prepared(3, "lsq")
     steps = {n: p.detach().clone() for n, p in prepared.named_parameters() if n.endswith("scale")}
     assert steps
     opt = torch.optim.SGD(prepared.parameters(), lr=0.1)
@@ -180,3 +188,79 @@ def test_qat_leaves_the_float_model_untouched(tmp_path):
     result = stage.run(ModelState(model=model, spec=spec), StageContext(tmp_path, splits, 0, lambda m: None))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(before[k], v) for k, v in result.state.extras["float_model"].state_dict().items())
+
+
+def test_dorefa_weights_levels_and_fixed_activation_range():
+    """2^b symmetric levels with no zero, straight-through gradients; post-ReLU activations on a fixed [0, 10]."""
+    from pipeline.quant.dorefa import DoReFaActFakeQuantize, DoReFaWeightFakeQuantize
+
+    fq = DoReFaWeightFakeQuantize(quant_min=-3, quant_max=3)
+    w = torch.randn(8, 4, 3, 3, requires_grad=True)
+    out = fq(w)
+    step, zero = fq.calculate_qparams()
+    assert set((out / step).round().unique().tolist()) == {-3.0, -1.0, 1.0, 3.0} and int(zero) == 0
+    assert torch.allclose(out / step, (out / step).round(), atol=1e-4)
+    out.sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="2\\^b-1"):
+        DoReFaWeightFakeQuantize(quant_min=-4, quant_max=4)
+
+    act = DoReFaActFakeQuantize(quant_min=-8, quant_max=7, fixed_range=10.0)
+    y = act(torch.rand(64) * 12)
+    assert float(act.calculate_qparams()[0]) == pytest.approx(10 / 15) and y.max() == pytest.approx(10.0)
+    signed = DoReFaActFakeQuantize(quant_min=-8, quant_max=7)
+    signed(torch.randn(64))
+    assert not bool(signed.fixed) and int(signed.calculate_qparams()[1]) == 0  # a learned LSQ step instead
+
+
+def test_dorefa_weights_must_be_baked_before_convert():
+    """convert_pt2e quantizes the stored weight: baked, it holds exactly the trained levels (and the PT2E model
+    computes what QAT trained); unbaked, the raw weights round onto other integers, zero included."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from pipeline.quant.dorefa import bake_dorefa_weights
+    from pipeline.quant.pt2e import finish
+
+    def weight_integers(gm: torch.fx.GraphModule) -> set[float]:
+        """The integers of every 2-bit (DoReFa range +-3) per-channel weight quantize in ``gm``."""
+        quantize = torch.ops.quantized_decomposed.quantize_per_channel.default
+        out: set[float] = set()
+        for n in gm.graph.nodes:
+            if n.target == quantize and n.args[4] == -3:
+                args = [operator.attrgetter(a.target)(gm) if isinstance(a, torch.fx.Node) else a for a in n.args]
+                out |= set(quantize(*args).unique().tolist())
+        return out
+
+    prepared, x = _qat_prepared(2, "dorefa")
+    with torch.no_grad():
+        trained = prepared(x)
+    unbaked = convert_pt2e(copy.deepcopy(prepared), fold_quantize=False)
+    assert 0 in weight_integers(unbaked)
+    converted = finish(prepared)
+    assert weight_integers(converted) == {-3, -1, 1, 3}
+    with torch.no_grad():
+        assert torch.allclose(converted(x), trained, atol=1e-4)
+    assert bake_dorefa_weights(prepared) == 0  # idempotent: already baked
+
+
+def test_logits_keep_their_whole_range_whatever_the_estimator():
+    """A clipping estimator calibrates the body; the logits quantizer still covers every calibration logit
+    (two top logits clipped to one level tie)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from pipeline.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish
+
+    torch.manual_seed(0)
+    model = digits_cnn().eval()
+    x = torch.randn(64, 1, 16, 16)
+    cfg = QuantizeConfig(type="quantize", calibration={"estimator": "percentile", "percentile": 90})
+    prepared = prepare_pt2e(dynamic_batch_export(model, x[:2]), build_quantizer(cfg, resolve_bits(model, cfg)[0]))
+    calibrate(prepared, x.numpy())
+    converted = finish(prepared)
+    output = next(n for n in converted.graph.nodes if n.op == "output")
+    scale, zero, q_min, q_max = output.args[0][0].args[0].args[1:5]
+    with torch.no_grad():
+        logits = model(x)
+    slack = 2 * scale  # the observer saw the logits of the quantized body, not of the float model
+    assert (q_min - zero) * scale <= float(logits.min()) + slack
+    assert float(logits.max()) <= (q_max - zero) * scale + slack

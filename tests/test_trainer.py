@@ -147,3 +147,29 @@ def test_edgeship_run_under_torchrun_trains_with_ddp_and_rank_0_reports(tmp_path
     assert report["stages"][2]["metrics"]["processes"] == 2
     assert report["results"][0]["metrics"]["top1_agreement"] == 1.0
     assert proc.stdout.count("edgeship · tiny · PASS") == 1  # one summary, from rank 0
+
+
+@pytest.mark.parametrize("precise", [False, True])
+def test_precise_bn_recomputes_statistics_that_lag_behind_training(tmp_path, precise):
+    """BN momentum 0: running statistics never follow training (the extreme of mobilenet_v3's 0.01), so eval-mode
+    accuracy is poor; ``precise_bn`` recomputes them over the train split and the trained model works."""
+    from calibration.splits import make_splits
+    from exporters.artifact import InputSpec
+    from pipeline.stage import ModelState, StageContext
+    from pipeline.stages.train import TrainConfig, TrainStage
+    from pipeline.zoo import digits_cnn
+
+    torch.manual_seed(0)
+    model = digits_cnn()
+    for bn in model.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.momentum = 0.0
+    splits = make_splits("digits", "digits", 64, 200, 0, (1, 12, 12), (0.5,), (0.5,))
+    spec = InputSpec(shape=(1, 1, 12, 12), mean=(0.5,), std=(0.5,), num_classes=10)
+    result = TrainStage(TrainConfig(type="train", epochs=4, lr=0.01, precise_bn=precise)).run(
+        ModelState(model=model, spec=spec), StageContext(tmp_path, splits, 0, lambda m: None))
+    accuracy = result.metrics["val_accuracy"]
+    if precise:
+        assert result.metrics["precise_bn"] == 3 and accuracy > 0.9
+    else:
+        assert accuracy < 0.6

@@ -52,9 +52,15 @@ class CalibrationOptions(BaseModel):
 
 
 class QATOptions(BaseModel):
-    """Quantization-aware training with LSQ step sizes, distilled from the float model."""
+    """Quantization-aware training (LSQ step sizes, or DoReFa fixed ranges), distilled from the float model."""
 
     model_config = ConfigDict(extra="forbid")
+    quantizer: Literal["lsq", "dorefa"] = Field(
+        default="lsq", description="lsq: learned steps; dorefa: Arch-Net's fixed-range quantizers (tanh-normalised "
+                                   "weights with 2^b levels and no zero, for layers of <= 6 bits; activations "
+                                   "clipped to [0, dorefa_act_range] where non-negative, LSQ elsewhere)")
+    dorefa_act_range: float = Field(default=10.0, gt=0, description="DoReFa activation clip (Arch-Net: x0.1, "
+                                                                      "clamp [0, 1], i.e. 10)")
     epochs: int = Field(default=20, ge=1)
     lr: float = Field(default=2e-4, gt=0)
     batch_size: int = Field(default=64, ge=1)

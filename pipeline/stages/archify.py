@@ -16,20 +16,20 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.archify.blockwise import BlockwiseOptions, distill_blockwise
-from pipeline.archify.rewrites import REWRITES, archify_model, reestimate_batch_norms
+from pipeline.archify.rewrites import REWRITES, archify_model
 from pipeline.errors import ConfigError
 from pipeline.metrics import label_metrics
 from pipeline.quant.config import QATOptions, QuantizeConfig
 from pipeline.stage import ModelState, Stage, StageConfig, StageContext, StageResult
 from pipeline.stages.quantize import QuantizeStage, quantize_state
-from pipeline.training import predict
+from pipeline.training import predict, reestimate_batch_norms
 from targets.profile import OpProfile, load_profile
 
 STUDENT_FILE = "student.safetensors"
 
 
 class ArchifyQuantize(BaseModel):
-    """Sub-8-bit quantization-aware training at the end of archify (LSQ steps, distilled from the teacher)."""
+    """Sub-8-bit quantization-aware training at the end of archify (LSQ or DoReFa, distilled from the teacher)."""
 
     model_config = ConfigDict(extra="forbid")
     weight_bits: int = Field(default=4, ge=2, le=8)
@@ -41,13 +41,16 @@ class ArchifyQuantize(BaseModel):
     batch_size: int = Field(default=64, ge=1)
     temperature: float = Field(default=1.0, gt=0)
     augment: Literal["none", "shift", "mixup", "shift+mixup"] = "none"
+    quantizer: Literal["lsq", "dorefa"] = Field(default="lsq", description="see quantize.qat.quantizer")
+    dorefa_act_range: float = Field(default=10.0, gt=0)
 
     def quantize_config(self) -> QuantizeConfig:
         """The equivalent quantize-stage config (QAT, label-free KD from the teacher)."""
         return QuantizeConfig(type="quantize", mode="qat", weight_bits=self.weight_bits, act_bits=self.act_bits,
                               keep_first_last_8bit=self.keep_first_last_8bit,
                               qat=QATOptions(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                                             temperature=self.temperature, augment=self.augment))
+                                             temperature=self.temperature, augment=self.augment,
+                                             quantizer=self.quantizer, dorefa_act_range=self.dorefa_act_range))
 
 
 class ArchifyConfig(StageConfig):

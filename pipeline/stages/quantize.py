@@ -53,12 +53,17 @@ class QuantizeStage(Stage):
         """Reload the PT2E graph; the quantizer is rebuilt from the config (deterministic) for the TFLite lowering."""
         from torchao.quantization.pt2e import allow_exported_model_train_eval
 
-        from pipeline.quant.pt2e import build_quantizer, saturate_narrow_activations
+        from pipeline.quant.pt2e import (
+            build_quantizer,
+            round_biases_to_accumulator_grid,
+            saturate_narrow_activations,
+        )
 
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         table, _ = resolve_bits(state.model, cfg)
         converted = torch.export.load(str(ctx.workdir / "model.pt2")).module()
-        saturate_narrow_activations(converted)  # a graph saved before the pass existed gets it too
+        saturate_narrow_activations(converted)  # a graph saved before these passes existed gets them too
+        round_biases_to_accumulator_grid(converted)
         allow_exported_model_train_eval(converted)
         converted.eval()
         return self.quantized_state(state, converted, build_quantizer(cfg, table), table)
@@ -115,7 +120,7 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
         "mode": cfg.mode,
         "pt2e_agreement_with_float": top1_agreement(quant_val, float_val),
         "calibration_samples": int(len(calib)),
-        "estimator": cfg.calibration.estimator if cfg.mode == "ptq" else "lsq",
+        "estimator": cfg.calibration.estimator if cfg.mode == "ptq" else cfg.qat.quantizer,
         "overflow_fix": overflow_fix_enabled(cfg),
         "bits": [vars(b) for b in table],
         "qat": history,
