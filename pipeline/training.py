@@ -61,10 +61,10 @@ def train_supervised(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: 
 def reestimate_batch_norms(model: nn.Module, modules: list[str], x: torch.Tensor, batch_size: int = 32) -> int:
     """Set the running statistics of the BatchNorms inside ``modules`` from ``x`` (no labels, no gradients).
 
-    A LayerNorm swapped for a BatchNorm starts with mean 0 / variance 1, i.e. no normalisation at all: 12 such
-    blocks in a ViT let activations grow layer after layer, which int8 cannot represent. One forward pass over
-    calibration data in train mode (cumulative averages) gives the statistics the data really has. Returns how
-    many BatchNorms were re-estimated.
+    ``[""]`` names the whole model. A LayerNorm swapped for a BatchNorm starts with mean 0 / variance 1, i.e. no
+    normalisation at all: 12 such blocks in a ViT let activations grow layer after layer, which int8 cannot
+    represent. One forward pass over calibration data in train mode (cumulative averages) gives the statistics
+    the data really has. Returns how many BatchNorms were re-estimated.
     """
     names = set(modules)
     norms = [bn for n, mod in model.named_modules() if n in names

@@ -239,7 +239,8 @@ def test_dorefa_weights_must_be_baked_before_convert():
     converted = finish(prepared)
     assert weight_integers(converted) == {-3, -1, 1, 3}
     with torch.no_grad():
-        assert torch.allclose(converted(x), trained, atol=1e-4)
+        # equal up to the biases' int32 rounding (round_biases_to_accumulator_grid): about one logit step
+        assert torch.allclose(converted(x), trained, atol=5e-3)
     assert bake_dorefa_weights(prepared) == 0  # idempotent: already baked
 
 
