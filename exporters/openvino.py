@@ -106,7 +106,7 @@ def narrow_fake_quantizes(model: Any) -> int:
     import numpy as np
     from openvino import opset13
 
-    from targets.oplist import openvino_saturates
+    from targets.oplist import fake_quantize_grid, openvino_saturates
 
     count = 0
     for clamp in model.get_ordered_ops():
@@ -118,8 +118,8 @@ def narrow_fake_quantizes(model: Any) -> int:
         if first.get_type_name() != "FakeQuantize" or len(users) != 1 or not openvino_saturates(users[0], lo, hi):
             continue
         second = users[0]
-        in_lo, in_hi = (float(second.input_value(i).get_node().get_data().ravel()[0]) for i in (1, 2))
-        levels = round((hi - lo) / ((in_hi - in_lo) / (second.get_attributes()["levels"] - 1))) + 1
+        _in_lo, step, _levels = fake_quantize_grid(second)  # a grid: openvino_saturates accepted it
+        levels = round((hi - lo) / step) + 1
         lo_c, hi_c = (opset13.constant(np.array(v, np.float32)) for v in (lo, hi))
         narrow = opset13.fake_quantize(first.input_value(0), lo_c, hi_c, lo_c, hi_c, levels)
         narrow.set_friendly_name(second.get_friendly_name())

@@ -351,16 +351,24 @@ def openvino_ops(path: Path) -> list[OpUse]:
     return uses
 
 
-def openvino_saturates(fq: Any, lo: float, hi: float) -> bool:
-    """True when ``fq`` is a per-tensor FakeQuantize whose own narrower levels [lo, hi] are."""
+def fake_quantize_grid(fq: Any) -> tuple[float, float, int] | None:
+    """(input low, step, levels) of a per-tensor OpenVINO FakeQuantize; None for any other op."""
     if fq.get_type_name() != "FakeQuantize":
-        return False
+        return None
     bounds = [fq.input_value(i).get_node() for i in (1, 2)]
     if any(b.get_type_name() != "Constant" or b.get_data().size != 1 for b in bounds):
-        return False
+        return None
     in_lo, in_hi = (float(b.get_data().ravel()[0]) for b in bounds)
     levels = int(fq.get_attributes()["levels"])
-    step = (in_hi - in_lo) / (levels - 1)
+    return in_lo, (in_hi - in_lo) / (levels - 1), levels
+
+
+def openvino_saturates(fq: Any, lo: float, hi: float) -> bool:
+    """True when ``fq`` is a per-tensor FakeQuantize whose own narrower levels [lo, hi] are."""
+    grid = fake_quantize_grid(fq)
+    if grid is None:
+        return False
+    in_lo, step, levels = grid
     return saturates_quantizer(lo, hi, step, -in_lo / step, (0, levels - 1))
 
 

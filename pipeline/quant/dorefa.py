@@ -14,6 +14,7 @@ initialisation (the normalised input, a residual sum, the logits) keeps a learne
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -119,9 +120,7 @@ def bake_dorefa_weights(model: torch.fx.GraphModule) -> int:
         source = node.args[0] if node.args else None
         if not isinstance(fq, DoReFaWeightFakeQuantize) or bool(fq.baked) or getattr(source, "op", "") != "get_attr":
             continue
-        owner, _, name = source.target.rpartition(".")
-        holder = model.get_submodule(owner) if owner else model
-        weight = getattr(holder, name)
+        weight = operator.attrgetter(source.target)(model)
         with torch.no_grad():
             weight.copy_(fq(weight))
         fq.baked.fill_(1)

@@ -71,8 +71,9 @@ def _specs(cfg: QuantizeConfig, w_bits: int, a_bits: int, logits: bool = False) 
     act_ctor: Any = LSQFakeQuantize if cfg.mode == "qat" else act_obs_factory(cfg.calibration.percentile)
     w_ctor: Any = LSQFakeQuantize if cfg.mode == "qat" else weight_obs
     w_min, w_max = weight_range(w_bits, cfg.weight_range, overflow_fix_enabled(cfg))
-    act_args: dict[str, Any] = {"eps": 2**-12}
-    w_args: dict[str, Any] = {"eps": 2**-12}
+    eps = 2**-12
+    act_args: dict[str, Any] = {"eps": eps}
+    w_args: dict[str, Any] = {"eps": eps}
     if cfg.mode == "qat":
         act_args["init"] = w_args["init"] = "mse"
     if cfg.mode == "qat" and cfg.qat.quantizer == "dorefa":
@@ -80,8 +81,8 @@ def _specs(cfg: QuantizeConfig, w_bits: int, a_bits: int, logits: bool = False) 
         if w_bits <= MAX_DOREFA_WEIGHT_BITS:  # 8-bit layers (first conv, classifier) keep LSQ
             w_ctor, w_min, w_max = DoReFaWeightFakeQuantize, -dorefa_levels(w_bits), dorefa_levels(w_bits)
     if logits:  # the full range, whatever the estimator: clipped top logits tie
-        act_ctor, act_args = ((LSQFakeQuantize, {"eps": 2**-12, "init": "range"}) if cfg.mode == "qat"
-                              else (ESTIMATORS["minmax"][0](cfg.calibration.percentile), {"eps": 2**-12}))
+        act_ctor, act_args = ((LSQFakeQuantize, {"eps": eps, "init": "range"}) if cfg.mode == "qat"
+                              else (ESTIMATORS["minmax"][0](cfg.calibration.percentile), {"eps": eps}))
     dtype, a_min, a_max = act_range(a_bits, cfg.act_signed)
     # TFLite's 16x8 kernels take symmetric int16 activations only (zero point 0).
     act_scheme = torch.per_tensor_symmetric if a_bits == 16 else torch.per_tensor_affine
@@ -228,11 +229,20 @@ def finish(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
     bake_dorefa_weights(model)  # convert quantizes the stored weights: they must hold the DoReFa levels
     converted = convert_pt2e(model, fold_quantize=False)
-    saturate_narrow_activations(converted)
-    round_biases_to_accumulator_grid(converted)
+    match_runtimes(converted)
     allow_exported_model_train_eval(converted)
     converted.eval()  # the patched eval() returns None, not the module
     return converted
+
+
+def match_runtimes(model: torch.fx.GraphModule) -> None:
+    """Make a converted PT2E graph compute what the integer runtimes will.
+
+    Sub-8-bit activations saturate at their own range and biases sit on the int32 grid. Both passes are
+    idempotent, so a reloaded ``model.pt2`` (perhaps saved before a pass existed) goes through them again.
+    """
+    saturate_narrow_activations(model)
+    round_biases_to_accumulator_grid(model)
 
 
 def round_biases_to_accumulator_grid(model: torch.fx.GraphModule) -> int:

@@ -53,17 +53,12 @@ class QuantizeStage(Stage):
         """Reload the PT2E graph; the quantizer is rebuilt from the config (deterministic) for the TFLite lowering."""
         from torchao.quantization.pt2e import allow_exported_model_train_eval
 
-        from pipeline.quant.pt2e import (
-            build_quantizer,
-            round_biases_to_accumulator_grid,
-            saturate_narrow_activations,
-        )
+        from pipeline.quant.pt2e import build_quantizer, match_runtimes
 
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         table, _ = resolve_bits(state.model, cfg)
         converted = torch.export.load(str(ctx.workdir / "model.pt2")).module()
-        saturate_narrow_activations(converted)  # a graph saved before these passes existed gets them too
-        round_biases_to_accumulator_grid(converted)
+        match_runtimes(converted)
         allow_exported_model_train_eval(converted)
         converted.eval()
         return self.quantized_state(state, converted, build_quantizer(cfg, table), table)
