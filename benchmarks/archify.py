@@ -17,6 +17,7 @@ import argparse
 import copy
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,11 @@ OUT = Path("/tmp/edgeship-bench-archify")
 # label agreement says nothing (the gate rejects such references). Each archified model is trained on digits at
 # 64x64 (vit_b_16 built for that size), which a 2-core CPU can do; lr per model.
 TRAIN_LR = {"vit_b_16": 3e-4, "swin_t": 5e-4, "convnext_tiny": 1e-3, "mobilenet_v3_small": 3e-3}
+# vit_b_16 from scratch reached 0.90 accuracy in 4 epochs; its near-tied samples flipped 3 LiteRT labels.
+TRAIN_EPOCHS = {"vit_b_16": 8}
 
 
-def zoo_recipe(name: str, quantized: bool, train_epochs: int = 4) -> dict[str, Any]:
+def zoo_recipe(name: str, quantized: bool) -> dict[str, Any]:
     """fp32: random init at 224, rewrites only. W8A8: rewrites, then trained on digits at 64x64, then PTQ."""
     stages: list[dict[str, Any]] = [{"type": "archify", "profile": "int8-npu", "distill": None}]
     size, source = 224, "_zoo_models:vit_b_16" if name == "vit_b_16" else f"torchvision:{name}"
@@ -50,7 +53,7 @@ def zoo_recipe(name: str, quantized: bool, train_epochs: int = 4) -> dict[str, A
     if quantized:
         size, samples = 64, {"calibration": 256, "validation": 360}
         source = "_zoo_models:vit_b_16_64" if name == "vit_b_16" else source
-        stages += [{"type": "train", "epochs": train_epochs, "lr": TRAIN_LR[name], "precise_bn": True},
+        stages += [{"type": "train", "epochs": TRAIN_EPOCHS.get(name, 4), "lr": TRAIN_LR[name], "precise_bn": True},
                    {"type": "quantize", "mode": "ptq", "weight_bits": 8, "act_bits": 8,
                     "calibration": {"estimator": "mse"}}]
     return {"name": f"bench-archify-{name}-{'w8a8' if quantized else 'fp32'}", "seed": 0,
@@ -67,6 +70,7 @@ def zoo(names: list[str], variants: list[str]) -> dict[str, Any]:
     for name in names:
         for quantized in [v == "w8a8" for v in variants]:
             key = f"{name}/{'w8a8' if quantized else 'fp32'}"
+            start = time.perf_counter()
             try:
                 report = run_recipe(zoo_recipe(name, quantized), OUT / f"{name}-{quantized}")
             except (EdgeshipError, ValueError) as e:  # one model's failure is a result, not the end of the benchmark
@@ -80,7 +84,7 @@ def zoo(names: list[str], variants: list[str]) -> dict[str, Any]:
                         "val_accuracy": trained["metrics"]["val_accuracy"] if trained else None,
                         "ops_seen": report["check"]["ops_seen"],
                         "agreement": {r["target"]: r["metrics"]["top1_agreement"] for r in gated},
-                        "status": report["status"]}
+                        "status": report["status"], "seconds": round(time.perf_counter() - start)}
             print(key, json.dumps(out[key]), flush=True)
     return out
 

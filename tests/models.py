@@ -24,3 +24,12 @@ def tiny_vit(num_classes: int = 10) -> nn.Module:
 
     return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
                              num_classes=num_classes)
+
+
+def standalone_bn_cnn(num_classes: int = 10) -> nn.Module:
+    """The digits CNN with a BatchNorm after its first ReLU (no conv to fold into), like archified ConvNeXt's."""
+    from pipeline.zoo import digits_cnn
+
+    model = digits_cnn(num_classes)
+    model.insert(3, nn.BatchNorm2d(model[0].out_channels))
+    return model

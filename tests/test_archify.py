@@ -124,6 +124,21 @@ def test_swin_windows_with_precomputed_constants_are_exact():
     assert not ops & {"roll", "gather", "scatter", "compare", "select", "pad"}
 
 
+
+def test_swin_windows_pad_maps_that_are_not_a_multiple_of_the_window():
+    """A 24x24 input gives 6x6 then 3x3 maps for 4x4 windows: torchvision pads them (to 8x8, shifted; to 4x4,
+    unshifted) and lets the zero tokens into attention. The static module does the same with one constant Pad."""
+    from torchvision.models import SwinTransformer
+
+    swin = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                           num_classes=5).eval()
+    x = torch.randn(2, 3, 24, 24)
+    student, changes = archify_model(swin, NPU, x, only=["static_windows"])
+    assert [c.detail for c in changes if c.rewrite == "static_window_attention"] == ["6x6"] * 2 + ["3x3"] * 2
+    assert same(swin, student, x)
+    ops = {op for u in pytorch_ops(student, x[:1]) for op in u.canonical}
+    assert "pad" in ops and not ops & {"roll", "gather", "scatter", "compare", "select"}
+
 # -- approximate rewrites: shapes preserved, the profile satisfied --------------------------------------------------
 def test_layer_norm_activation_and_stem_rewrites_keep_shapes():
     from torchvision.models.convnext import LayerNorm2d

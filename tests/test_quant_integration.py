@@ -275,3 +275,34 @@ def test_biases_sit_on_the_int32_grid_the_runtimes_use(tmp_path):
     out = np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
     sqnr = 10 * np.log10((reference**2).sum() / max(((out - reference) ** 2).sum(), 1e-30))
     assert sqnr > 30, sqnr  # measured 36 dB; 24 dB with the reference's biases left in float
+
+
+def test_batch_norms_without_a_conv_quantize_as_depthwise_convs(tmp_path):
+    """A BatchNorm after a ReLU has no conv to fold into; PT2E would leave it in float and litert-torch lower it
+    to float SUB/MUL/ADD. It quantizes as a depthwise 1x1 conv instead, and every artifact stays integer."""
+    import torch
+
+    from pipeline.quant.pt2e import dynamic_batch_export
+    from pipeline.quant.standalone_bn import standalone_batch_norms_to_depthwise
+    from targets.oplist import artifact_ops
+    from tests.models import standalone_bn_cnn
+
+    model = standalone_bn_cnn().eval()
+    with torch.no_grad():
+        for bn in (model[1], model[3]):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.normal_()
+    x = torch.randn(4, 1, 12, 16)
+    graph = dynamic_batch_export(model, x[:2])
+    assert standalone_batch_norms_to_depthwise(graph) == ["3"]  # model[1] follows a conv: prepare folds it
+    torch.testing.assert_close(graph(x), model(x), atol=1e-5, rtol=1e-5)
+
+    recipe = quant_recipe(tmp_path, weight_bits=8)
+    recipe["model"]["source"] = "tests.models:standalone_bn_cnn"
+    assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
+    for t in gated_results(tmp_path / "run").values():
+        assert t["metrics"]["top1_agreement"] >= 0.995, t["target"]
+    assert load_report(tmp_path / "run")["stages"][1]["metrics"]["batch_norms_as_depthwise"] == ["3"]
+    ops = {u.op for u in artifact_ops(tmp_path / "run" / "artifacts" / "model.tflite")}
+    assert "DEPTHWISE_CONV_2D" in ops and not ops & {"SUB", "MUL", "ADD"}, ops

@@ -76,6 +76,7 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
     from pipeline.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish, overflow_fix_enabled
+    from pipeline.quant.standalone_bn import standalone_batch_norms_to_depthwise
 
     calib = ctx.splits.calibration.x[: cfg.calibration.samples]
     if len(calib) == 0:
@@ -89,6 +90,9 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
     quantizer = build_quantizer(cfg, table)
     # torch.export's module shares parameter storage with its source: QAT would train the float model too.
     graph = dynamic_batch_export(copy.deepcopy(float_model), torch.from_numpy(calib[:2]))
+    depthwise = standalone_batch_norms_to_depthwise(graph)
+    if depthwise:
+        ctx.log(f"  {len(depthwise)} BatchNorm(s) without a preceding conv quantize as depthwise 1x1 convs")
     log = ctx.workdir / "quantize.log"  # litert-torch's annotators print partition notes
     if cfg.mode == "ptq":
         with captured_output(log):
@@ -117,6 +121,7 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
         "calibration_samples": int(len(calib)),
         "estimator": cfg.calibration.estimator if cfg.mode == "ptq" else cfg.qat.quantizer,
         "overflow_fix": overflow_fix_enabled(cfg),
+        "batch_norms_as_depthwise": depthwise,
         "bits": [vars(b) for b in table],
         "qat": history,
     }
