@@ -196,3 +196,19 @@ def test_distill_after_quantize_is_an_error(tmp_path, capsys):
                          **{"profile.enabled": False, "export.formats": ["onnx"]})
     assert main(["run", str(write_recipe(tmp_path, recipe))]) == 2
     assert "distill must come before quantize" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_tuned_student_refits_on_the_held_out_rows_too(tmp_path, refit):
+    """The held-out rows only choose (α, β, T): with refit the final student trains on every row."""
+    from pipeline.cli import main
+
+    tune = {"alpha": [1.0], "beta": [0.1], "temperature": [2.0], "trials": 1, "refit": refit}
+    recipe = _prune_distill_recipe(tmp_path, {"method": "label_preservation", "tune": tune}, ["onnx"])
+    recipe["validate"] = {"enabled": False}
+    assert main(["run", str(write_recipe(tmp_path, recipe))]) == 0
+    stages = load_report(tmp_path / "runs" / "tiny")["stages"]
+    every_row = stages[0]["metrics"]["train_samples"]
+    assert len(stages[2]["metrics"]["tuning"]["trials"]) == 1
+    expected = every_row if refit else every_row - round(0.15 * every_row)
+    assert stages[2]["metrics"]["train_rows"] == expected

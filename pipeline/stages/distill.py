@@ -70,6 +70,10 @@ class DistillStage(Stage):
             tuning = tune_label_preservation(state.model, teacher, data, cfg, seed=ctx.seed, log=ctx.log)
             chosen = tuning.chosen
             specs = cfg.method_terms(chosen["alpha"], chosen["beta"], chosen["temperature"])
+            if cfg.tune.refit and not (cfg.trainer.early_stop_patience or cfg.trainer.restore_best):
+                # the trials trained on 85% of the rows; a baseline trained on all of them starts ahead
+                data = carve_holdout(train.x, train.y, 0.0, ctx.seed, val.x, val.y)
+                tuning.student = None
         ctx.log("  losses: " + " + ".join(f"{s.weight:g}·{s.type}" for s in specs)
                 + (f" (augment {cfg.augment_mode}, live teacher)" if cfg.augment_mode != "none" else ""))
         start = copy.deepcopy(state.model)
@@ -101,7 +105,7 @@ class DistillStage(Stage):
             "method": cfg.method, "teacher": cfg.teacher, "augment": cfg.augment_mode,
             "losses": [s.model_dump(exclude_defaults=True) for s in specs],
             "tuning": tuning.summary() if tuning is not None else None,
-            "generations": generations, "final_vs_teacher": final,
+            "generations": generations, "final_vs_teacher": final, "train_rows": len(data.x),
             "teacher_macs": _macs(teacher, state.spec.shape), "student_macs": _macs(state.model, state.spec.shape),
             "processes": world()[1],
         }
