@@ -71,7 +71,7 @@ class DistillStage(Stage):
             chosen = tuning.chosen
             specs = cfg.method_terms(chosen["alpha"], chosen["beta"], chosen["temperature"])
             if cfg.tune.refit and not (cfg.trainer.early_stop_patience or cfg.trainer.restore_best):
-                # the trials trained on 85% of the rows; a baseline trained on all of them starts ahead
+                # the trials never saw the held-out rows; a baseline trained on all of them would start ahead
                 data = carve_holdout(train.x, train.y, 0.0, ctx.seed, val.x, val.y)
                 tuning.student = None
         ctx.log("  losses: " + " + ".join(f"{s.weight:g}·{s.type}" for s in specs)
