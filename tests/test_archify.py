@@ -124,7 +124,6 @@ def test_swin_windows_with_precomputed_constants_are_exact():
     assert not ops & {"roll", "gather", "scatter", "compare", "select", "pad"}
 
 
-
 def test_swin_windows_pad_maps_that_are_not_a_multiple_of_the_window():
     """A 24x24 input gives 6x6 then 3x3 maps for 4x4 windows: torchvision pads them (to 8x8, shifted; to 4x4,
     unshifted) and lets the zero tokens into attention. The static module does the same with one constant Pad."""
@@ -138,6 +137,7 @@ def test_swin_windows_pad_maps_that_are_not_a_multiple_of_the_window():
     assert same(swin, student, x)
     ops = {op for u in pytorch_ops(student, x[:1]) for op in u.canonical}
     assert "pad" in ops and not ops & {"roll", "gather", "scatter", "compare", "select"}
+
 
 # -- approximate rewrites: shapes preserved, the profile satisfied --------------------------------------------------
 def test_layer_norm_activation_and_stem_rewrites_keep_shapes():

@@ -92,7 +92,8 @@ def test_tuner_picks_the_fewest_held_out_mismatches():
     torch.manual_seed(0)
     teacher, student = digits_cnn(width=8), digits_cnn(width=4)
     cfg = DistillConfig(type="distill", method="label_preservation", holdout=0.2,
-                        tune={"alpha": [0.5, 2.0], "beta": [0.0, 1.0], "temperature": [1.0], "trials": 3, "epochs": 1},
+                        tune={"alpha": [0.5, 2.0], "beta": [0.0, 1.0], "temperature": [1.0], "trials": 3, "epochs": 1,
+                              "refit": False},
                         trainer={"epochs": 3, "batch_size": 32})
     before = copy.deepcopy(student.state_dict())
     result = tune_label_preservation(student, teacher, data, cfg, seed=0, log=lambda _m: None)

@@ -222,10 +222,11 @@ class StaticWindowAttention(nn.Module):
     def __init__(self, attn: nn.Module, height: int, width: int) -> None:
         super().__init__()
         ws = list(attn.window_size)
-        self.ws, self.heads, self.size = ws, attn.num_heads, (height, width)
+        self.ws, self.heads = ws, attn.num_heads
         # Like torchvision, a map that is not a multiple of the window is zero-padded at the bottom/right (a
         # constant Pad) and cropped after; the padded tokens take part in attention exactly as they do there.
-        self.h, self.w = height + (-height) % ws[0], width + (-width) % ws[1]
+        self.pad = ((-height) % ws[0], (-width) % ws[1])
+        self.h, self.w = height + self.pad[0], width + self.pad[1]
         self.shift = [0 if ws[0] >= self.h else attn.shift_size[0], 0 if ws[1] >= self.w else attn.shift_size[1]]
         self.qkv, self.proj = attn.qkv, attn.proj
         self.bias = nn.Parameter(attn.get_relative_position_bias().detach().clone())  # (1, heads, N, N)
@@ -248,9 +249,9 @@ class StaticWindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C), the same computation as ``shifted_window_attention`` in eval mode."""
-        height, width = self.size
-        if (height, width) != (self.h, self.w):
-            x = F.pad(x, (0, 0, 0, self.w - width, 0, self.h - height))
+        padded = any(self.pad)
+        if padded:
+            x = F.pad(x, (0, 0, 0, self.pad[1], 0, self.pad[0]))
         b, h, w, c = x.shape
         (wh, ww), (sh, sw) = self.ws, self.shift
         x = roll2d(x, -sh % h if sh else 0, -sw % w if sw else 0)
@@ -266,7 +267,7 @@ class StaticWindowAttention(nn.Module):
         x = self.proj(x)
         x = x.reshape(b, h // wh, w // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
         x = roll2d(x, sh, sw)
-        return x if (height, width) == (h, w) else x[:, :height, :width]
+        return x[:, :h - self.pad[0], :w - self.pad[1]] if padded else x
 
 
 class StaticPatchMerging(nn.Module):

@@ -98,6 +98,15 @@ class DistillConfig(StageConfig):
         return tuning or self.trainer.early_stop_patience is not None or self.trainer.restore_best
 
     @property
+    def refits(self) -> bool:
+        """True when the tuned student trains again on every row, held-out ones included.
+
+        The held-out rows chose (α, β, T); nothing else (early stopping, restore-best) still needs them.
+        """
+        return (self.method == "label_preservation" and self.tune.enabled and self.tune.refit
+                and self.trainer.early_stop_patience is None and not self.trainer.restore_best)
+
+    @property
     def holdout_fraction(self) -> float:
         """The held-out fraction actually used (rows held out are never trained on)."""
         if self.holdout is not None:

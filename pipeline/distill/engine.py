@@ -139,5 +139,5 @@ def tune_label_preservation(student: nn.Module, teacher: nn.Module, data: Distil
     chosen = results[index]
     log(f"  tune: chose α={chosen['alpha']} β={chosen['beta']} T={chosen['temperature']} "
         f"({len(results)} trials of {epochs} epochs)")
-    full = epochs == cfg.trainer.epochs
-    return Tuning(results, chosen, epochs, winner if full else None, history if full else [])
+    keep = epochs == cfg.trainer.epochs and not cfg.refits  # else the chosen setting trains again
+    return Tuning(results, chosen, epochs, winner if keep else None, history if keep else [])

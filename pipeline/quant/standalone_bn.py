@@ -16,12 +16,12 @@ import torch
 from pipeline.quant.pt2e import node_module
 
 BATCH_NORM = "aten.batch_norm.default"
-CONV = ("aten.conv1d.default", "aten.conv2d.default")
+CONV2D = "aten.conv2d.default"
 
 
 def _folded_by_prepare(source: object) -> bool:
-    """Whether ``prepare_pt2e`` will fold a BatchNorm fed by ``source`` into a convolution."""
-    return isinstance(source, torch.fx.Node) and str(source.target) in CONV and len(source.users) == 1
+    """Whether ``prepare_pt2e`` will fold a (4-D) BatchNorm fed by ``source`` into a convolution."""
+    return isinstance(source, torch.fx.Node) and str(source.target) == CONV2D and len(source.users) == 1
 
 
 def standalone_batch_norms_to_depthwise(model: torch.fx.GraphModule) -> list[str]:

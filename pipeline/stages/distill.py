@@ -70,10 +70,8 @@ class DistillStage(Stage):
             tuning = tune_label_preservation(state.model, teacher, data, cfg, seed=ctx.seed, log=ctx.log)
             chosen = tuning.chosen
             specs = cfg.method_terms(chosen["alpha"], chosen["beta"], chosen["temperature"])
-            if cfg.tune.refit and not (cfg.trainer.early_stop_patience or cfg.trainer.restore_best):
-                # the trials never saw the held-out rows; a baseline trained on all of them would start ahead
+            if cfg.refits:  # the trials never saw the held-out rows; a baseline trained on them would start ahead
                 data = carve_holdout(train.x, train.y, 0.0, ctx.seed, val.x, val.y)
-                tuning.student = None
         ctx.log("  losses: " + " + ".join(f"{s.weight:g}·{s.type}" for s in specs)
                 + (f" (augment {cfg.augment_mode}, live teacher)" if cfg.augment_mode != "none" else ""))
         start = copy.deepcopy(state.model)
