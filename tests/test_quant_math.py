@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from calibration.estimators import MSEObserver, PerChannelMSEObserver, percentile_observer
+from calibration.estimators import DecisiveLogitsObserver, MSEObserver, PerChannelMSEObserver, percentile_observer
 from pipeline.errors import ConfigError
 from pipeline.quant.config import QuantizeConfig, resolve_bits
 from pipeline.quant.lsq import LSQFakeQuantize, grad_scale, lsq_quantize, round_ste
@@ -202,6 +202,11 @@ def test_dorefa_weights_levels_and_fixed_activation_range():
     assert torch.allclose(out / step, (out / step).round(), atol=1e-4)
     out.sum().backward()
     assert w.grad is not None and w.grad.abs().sum() > 0
+    # a folded BatchNorm scales each output channel: the levels scale with it (tanh(w) alone saturates)
+    per_channel = DoReFaWeightFakeQuantize(quant_min=-3, quant_max=3, qscheme=torch.per_channel_symmetric)
+    gains = torch.tensor([0.01, 1.0, 10.0, 100.0, 1.0, 1.0, 1.0, 1.0]).reshape(8, 1, 1, 1)
+    base = w.detach()
+    assert torch.allclose(per_channel(base * gains), per_channel(base) * gains, rtol=1e-5)
     with pytest.raises(ValueError, match="2\\^b-1"):
         DoReFaWeightFakeQuantize(quant_min=-4, quant_max=4)
 
@@ -265,3 +270,55 @@ def test_logits_keep_their_whole_range_whatever_the_estimator():
     slack = 2 * scale  # the observer saw the logits of the quantized body, not of the float model
     assert (q_min - zero) * scale <= float(logits.min()) + slack
     assert float(logits.max()) <= (q_max - zero) * scale + slack
+
+
+def _fake_quant_with(observer, x: torch.Tensor) -> torch.Tensor:
+    scale, zero = observer.calculate_qparams()
+    q = torch.clamp(torch.round(x / scale) + zero, observer.quant_min, observer.quant_max)
+    return (q - zero) * scale
+
+
+def test_decisive_logits_range_keeps_every_label_with_a_finer_step():
+    """Logits below every runner-up clip; no label changes and the step shrinks (a min-max range spends its
+    levels on logits that never decide a label)."""
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    torch.manual_seed(0)
+    logits = torch.randn(256, 10) * 4
+    logits[torch.arange(256), torch.randint(0, 10, (256,))] += 12  # a confident winner per row
+    logits[:, :2] = logits[:, :2].clamp(min=3)  # runner-ups >= 3, most logits far below
+    kwargs = {"dtype": torch.int8, "quant_min": -128, "quant_max": 127, "qscheme": torch.per_tensor_affine}
+    decisive, full = DecisiveLogitsObserver(**kwargs), MinMaxObserver(**kwargs)
+    for chunk in logits.split(64):
+        decisive(chunk), full(chunk)
+    assert decisive.calculate_qparams()[0] < 0.75 * full.calculate_qparams()[0]
+    fq_decisive = _fake_quant_with(decisive, logits)
+    assert torch.equal(fq_decisive.argmax(1), logits.argmax(1))
+    assert float(fq_decisive.max()) == pytest.approx(float(logits.max()), abs=float(decisive.calculate_qparams()[0]))
+    # a negative runner-up sets the floor a tenth of the span below it
+    neg = DecisiveLogitsObserver(**kwargs)
+    neg(torch.tensor([[-2.0, 8.0, -30.0], [1.0, 6.0, -20.0]]))
+    scale, zero = neg.calculate_qparams()
+    assert float((neg.quant_min - zero) * scale) == pytest.approx(-2.0 - 0.1 * (8.0 + 2.0), abs=float(scale))
+    # anything but (batch, classes) is min-max
+    maps = torch.randn(4, 10, 3, 3)
+    spatial, reference = DecisiveLogitsObserver(**kwargs), MinMaxObserver(**kwargs)
+    spatial(maps), reference(maps)
+    assert [t.item() for t in spatial.calculate_qparams()] == [t.item() for t in reference.calculate_qparams()]
+
+
+def test_logits_range_option_picks_the_classifier_output_observer():
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from pipeline.quant.pt2e import build_quantizer, dynamic_batch_export
+
+    model = digits_cnn().eval()
+    x = torch.randn(4, 1, 16, 16)
+    observers = {}
+    for mode in ("full", "decisive"):
+        cfg = QuantizeConfig(type="quantize", calibration={"logits_range": mode})
+        prepared = prepare_pt2e(dynamic_batch_export(model, x[:2]), build_quantizer(cfg, resolve_bits(model, cfg)[0]))
+        output = next(n for n in prepared.graph.nodes if n.op == "output")
+        observers[mode] = type(getattr(prepared, output.args[0][0].target))
+    assert observers == {"full": MinMaxObserver, "decisive": DecisiveLogitsObserver}

@@ -49,6 +49,11 @@ class CalibrationOptions(BaseModel):
     estimator: Literal["minmax", "percentile", "mse"] = "minmax"
     percentile: float = Field(default=99.99, gt=50, le=100)
     samples: int = Field(default=256, ge=1, description="calibration samples used (from the calibration split)")
+    logits_range: Literal["full", "decisive"] = Field(
+        default="full", description="the classifier output's range. full: every logit (min-max); decisive: from "
+                                    "the lowest runner-up logit seen in calibration (or 0) up, so the 8-bit step "
+                                    "is finer where labels are decided; logits below it clip (softmax "
+                                    "probabilities change, labels do not)")
 
 
 class QATOptions(BaseModel):

@@ -51,14 +51,15 @@ def overflow_fix_enabled(cfg: QuantizeConfig) -> bool:
 def _specs(cfg: QuantizeConfig, w_bits: int, a_bits: int, logits: bool = False) -> tuple[Any, Any]:
     """(activation, weight) specs at these bits; ``logits``: the classifier's output quantizer.
 
-    The logits quantizer always covers their whole range (min-max in PTQ, ``init="range"`` in QAT): two top
-    logits clipped to one level tie (an MSE-calibrated ViT on digits: 1.1% of its PT2E logits tied). In QAT every
-    other step starts at the first batch's least-error clip (``init="mse"``); LSQ's own 2·mean|v|/√Q_P is
-    ~0.18·mean|z| at 8 bits: close logits share a level (measured: 5% tied logits on a digits CNN).
+    The logits quantizer never clips the top logits (PTQ: min-max, or the ``decisive`` range from the lowest
+    runner-up up; QAT: ``init="range"``): two top logits clipped to one level tie (an MSE-calibrated ViT on
+    digits: 1.1% of its PT2E logits tied). In QAT every other step starts at the first batch's least-error clip
+    (``init="mse"``); LSQ's own 2·mean|v|/√Q_P is ~0.18·mean|z| at 8 bits: close logits share a level (measured:
+    5% tied logits on a digits CNN).
     """
     from torchao.quantization.pt2e.quantizer import QuantizationSpec
 
-    from calibration.estimators import ESTIMATORS
+    from calibration.estimators import ESTIMATORS, LOGITS_OBSERVERS
     from pipeline.quant.dorefa import (
         MAX_DOREFA_WEIGHT_BITS,
         DoReFaActFakeQuantize,
@@ -80,9 +81,9 @@ def _specs(cfg: QuantizeConfig, w_bits: int, a_bits: int, logits: bool = False) 
         act_ctor, act_args["fixed_range"] = DoReFaActFakeQuantize, cfg.qat.dorefa_act_range
         if w_bits <= MAX_DOREFA_WEIGHT_BITS:  # 8-bit layers (first conv, classifier) keep LSQ
             w_ctor, w_min, w_max = DoReFaWeightFakeQuantize, -dorefa_levels(w_bits), dorefa_levels(w_bits)
-    if logits:  # the full range, whatever the estimator: clipped top logits tie
+    if logits:  # never clipped at the top, whatever the estimator: clipped top logits tie
         act_ctor, act_args = ((LSQFakeQuantize, {"eps": eps, "init": "range"}) if cfg.mode == "qat"
-                              else (ESTIMATORS["minmax"][0](cfg.calibration.percentile), {"eps": eps}))
+                              else (LOGITS_OBSERVERS[cfg.calibration.logits_range], {"eps": eps}))
     dtype, a_min, a_max = act_range(a_bits, cfg.act_signed)
     # TFLite's 16x8 kernels take symmetric int16 activations only (zero point 0).
     act_scheme = torch.per_tensor_symmetric if a_bits == 16 else torch.per_tensor_affine
