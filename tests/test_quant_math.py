@@ -202,7 +202,7 @@ def test_dorefa_weights_levels_and_fixed_activation_range():
     assert torch.allclose(out / step, (out / step).round(), atol=1e-4)
     out.sum().backward()
     assert w.grad is not None and w.grad.abs().sum() > 0
-    # a folded BatchNorm scales each output channel: the levels scale with it (tanh(w) alone saturates)
+    # a folded BatchNorm scales each output channel: the levels scale with it (tanh(w)'s do not)
     per_channel = DoReFaWeightFakeQuantize(quant_min=-3, quant_max=3, qscheme=torch.per_channel_symmetric)
     gains = torch.tensor([0.01, 1.0, 10.0, 100.0, 1.0, 1.0, 1.0, 1.0]).reshape(8, 1, 1, 1)
     base = w.detach()
@@ -272,12 +272,6 @@ def test_logits_keep_their_whole_range_whatever_the_estimator():
     assert float(logits.max()) <= (q_max - zero) * scale + slack
 
 
-def _fake_quant_with(observer, x: torch.Tensor) -> torch.Tensor:
-    scale, zero = observer.calculate_qparams()
-    q = torch.clamp(torch.round(x / scale) + zero, observer.quant_min, observer.quant_max)
-    return (q - zero) * scale
-
-
 def test_decisive_logits_range_keeps_every_label_with_a_finer_step():
     """Logits below every runner-up clip; no label changes and the step shrinks (a min-max range spends its
     levels on logits that never decide a label)."""
@@ -292,9 +286,10 @@ def test_decisive_logits_range_keeps_every_label_with_a_finer_step():
     for chunk in logits.split(64):
         decisive(chunk), full(chunk)
     assert decisive.calculate_qparams()[0] < 0.75 * full.calculate_qparams()[0]
-    fq_decisive = _fake_quant_with(decisive, logits)
+    scale, zero = decisive.calculate_qparams()
+    fq_decisive = torch.fake_quantize_per_tensor_affine(logits, float(scale), int(zero), -128, 127)
     assert torch.equal(fq_decisive.argmax(1), logits.argmax(1))
-    assert float(fq_decisive.max()) == pytest.approx(float(logits.max()), abs=float(decisive.calculate_qparams()[0]))
+    assert float(fq_decisive.max()) == pytest.approx(float(logits.max()), abs=float(scale))
     # a negative runner-up sets the floor a tenth of the span below it
     neg = DecisiveLogitsObserver(**kwargs)
     neg(torch.tensor([[-2.0, 8.0, -30.0], [1.0, 6.0, -20.0]]))

@@ -4,9 +4,9 @@ Weights: w_t = tanh(w/a) with a = max|w| (per tensor, or per output channel), s 
 u = clamp(w_t/s, −½, ½) + ½, ŵ = (round(u·n)/n − ½)·s·a with n = 2^b − 1: 2^b symmetric levels and no zero level
 ({±1/6, ±1/2}·s·a at 2 bits), identity straight-through round. On an integer grid those levels are the odd integers
 −n…n times s·a/(2n), so a b-bit DoReFa weight ships as integers in [−n, n] (b + 1 bits of container, 2^b values
-used). The paper's tanh(w) outputs ±s/2 whatever w's scale, which is harmless where a BatchNorm follows the
-conv; here BatchNorm is folded into the weights before QAT, and folded weights of ~10 saturated tanh and lost
-their channel's scale. Normalising by a first makes ŵ scale with w, channel by channel.
+used). The paper's tanh(w) gives levels that do not scale with w, which a BatchNorm after the conv absorbs;
+here BatchNorm is folded into the weights before QAT, so normalising by a first makes ŵ scale with w, channel by
+channel, as the folded scales need. (It did not cure the W2A4 digits collapse: see the README.)
 PT2E's convert quantizes the *stored* weight, not the tanh-transformed one, so ``bake_dorefa_weights`` writes ŵ
 into the graph's parameters first; the integers the exporters carry are then exactly the trained levels.
 
@@ -57,17 +57,10 @@ class DoReFaWeightFakeQuantize(FakeQuantizeBase):
         if bool(self.baked) or not bool(self.fake_quant_enabled[0]):
             return w
         n = self.quant_max
-        if self.is_per_channel:
-            dims = [d for d in range(w.ndim) if d != self.ch_axis]
-            shape = [1] * w.ndim
-            shape[self.ch_axis] = -1
-            alpha = w.detach().abs().amax(dim=dims).clamp_min(1e-8).reshape(shape)
-            w_t = torch.tanh(w / alpha)
-            s = (2 * w_t.abs().mean(dim=dims)).clamp_min(1e-8).reshape(shape)
-        else:
-            alpha = w.detach().abs().max().clamp_min(1e-8).reshape([1] * w.ndim)
-            w_t = torch.tanh(w / alpha)
-            s = (2 * w_t.abs().mean()).clamp_min(1e-8).reshape([1] * w.ndim)
+        dims = [d for d in range(w.ndim) if not (self.is_per_channel and d == self.ch_axis)]
+        alpha = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8)
+        w_t = torch.tanh(w / alpha)
+        s = (2 * w_t.abs().mean(dim=dims, keepdim=True)).clamp_min(1e-8)
         u = torch.clamp(w_t / s, -0.5, 0.5) + 0.5
         self.step = (alpha * s / (2 * n)).detach().flatten().clone()
         return (round_ste(u * n) / n - 0.5) * s * alpha
