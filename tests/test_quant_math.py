@@ -207,6 +207,10 @@ def test_dorefa_weights_levels_and_fixed_activation_range():
     gains = torch.tensor([0.01, 1.0, 10.0, 100.0, 1.0, 1.0, 1.0, 1.0]).reshape(8, 1, 1, 1)
     base = w.detach()
     assert torch.allclose(per_channel(base * gains), per_channel(base) * gains, rtol=1e-5)
+    # folded, no BatchNorm restores a kernel's magnitude: ŵ is the least-squares fit of its levels to w, not the
+    # paper's k·s/(2n), which shrinks every channel (here to ~0.65x) and starved a W2A4 student's logits
+    q = per_channel(base)
+    assert torch.allclose((base * q).sum(dim=(1, 2, 3)) / (q * q).sum(dim=(1, 2, 3)), torch.ones(8), atol=1e-4)
     with pytest.raises(ValueError, match="2\\^b-1"):
         DoReFaWeightFakeQuantize(quant_min=-4, quant_max=4)
 
