@@ -63,13 +63,14 @@ class DoReFaWeightFakeQuantize(FakeQuantizeBase):
         w_t = torch.tanh(w / alpha)
         s = (2 * w_t.abs().mean(dim=dims, keepdim=True)).clamp_min(1e-8)
         u = torch.clamp(w_t / s, -0.5, 0.5) + 0.5
+        levels = 2 * round_ste(u * n) - n  # the odd integers −n…n
         paper_step = s * alpha / (2 * n)
-        paper = (2 * round_ste(u * n) - n) * paper_step  # the odd integers −n…n times the paper's step
+        paper = levels * paper_step
         # Arch-Net's BatchNorm after the conv absorbs that step's scale (s/2 clips every weight above the mean
         # magnitude); folded, nothing does, and ten layers each shrinking their output starve the logits.
         # The per-channel least-squares scale of the levels to w plays the BatchNorm's part; applied as a
         # constant factor on the paper's weight, so the gradient is the paper's, rescaled.
-        k = (paper / paper_step).round().detach()
+        k = levels.detach()
         step = ((w.detach() * k).sum(dim=dims, keepdim=True) / (k * k).sum(dim=dims, keepdim=True)).clamp_min(1e-12)
         self.step = step.flatten().clone()
         return paper * (step / paper_step).detach()
