@@ -7,6 +7,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.errors import ConfigError
 from pipeline.recipe import parse_recipe
+from pipeline.stages.prune import PruneConfig, budget_notes
 from tests.conftest import gated_results, load_report, tiny_recipe, write_recipe
 from tests.models import tiny_vit
 
@@ -41,6 +42,34 @@ def test_target_macs_is_reached(tmp_path, criterion):
     m = run_prune(tmp_path, criterion=criterion, target_macs=0.5)["stages"][1]["metrics"]
     assert m["macs_ratio"] <= 0.5 and m["macs_ratio"] > 0.3
     assert all(c["after"] % 8 == 0 or c["layer"] == "11" for c in m["channels"])
+
+
+def test_a_budget_overshot_or_missed_is_a_note_and_round_to_1_meets_it(tmp_path):
+    # digits_cnn's 16/32/64 channels in steps of 8: here the stage cannot stop between ~33% and ~19% of the MACs
+    (tmp_path / "coarse").mkdir(), (tmp_path / "fine").mkdir()
+    coarse = run_prune(tmp_path / "coarse", criterion="l1", target_macs=0.3, round_to=8)
+    assert coarse["stages"][1]["metrics"]["macs_ratio"] < 0.27
+    assert [n for n in coarse["notes"] if n.startswith("prune: target_macs 0.3 gave")]
+    fine = run_prune(tmp_path / "fine", criterion="l1", target_macs=0.3, round_to=1)
+    assert 0.27 <= fine["stages"][1]["metrics"]["macs_ratio"] <= 0.3
+    assert not [n for n in fine["notes"] if n.startswith("prune:")]
+
+
+@pytest.mark.parametrize(("achieved", "expected"), [
+    ((0.112, 0.3), "target_macs 0.1 not reached: 11.2% after 7 steps"),
+    ((0.112, 0.3), "target_macs 0.2 gave 11.2%: the last step went from 30.0% to 11.2%"),
+    ((0.19, 0.3), None),
+])
+def test_budget_notes(achieved, expected):
+    target = 0.1 if "0.1 " in (expected or "") else 0.2
+    notes = budget_notes(PruneConfig(type="prune", target_macs=target), 8, 7, (achieved[0], 0.5), (achieved[1], 0.6))
+    assert notes == [] if expected is None else expected in notes[0]
+
+
+def test_budget_notes_name_max_steps_when_channels_are_single():
+    cfg = PruneConfig(type="prune", target_params=0.5, max_steps=20)
+    (note,) = budget_notes(cfg, None, 12, (0.2, 0.4), (0.3, 0.47))
+    assert note.startswith("prune: target_params 0.5 gave 40.0%") and "max_steps 20 steps removes ~4.8%" in note
 
 
 def test_bn_scale_with_network_slimming(tmp_path):

@@ -105,6 +105,34 @@ def channel_table(model: nn.Module) -> dict[str, int]:
             for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
 
 
+# A budget met within 10% is what a user asked for; further below it, they lost accuracy they did not trade.
+OVERSHOOT_TOLERANCE = 0.9
+
+
+def budget_notes(cfg: PruneConfig, round_to: int | None, steps: int, achieved: tuple[float, float],
+                 before_last_step: tuple[float, float]) -> list[str]:
+    """Say when a global budget was missed or overshot, so a user never mistakes 11% MACs for the 20% they asked.
+
+    ``achieved`` and ``before_last_step`` are (MACs, params) fractions of the original model.
+    """
+    field, target = ("target_macs", cfg.target_macs) if cfg.target_macs else ("target_params", cfg.target_params)
+    assert target is not None  # budget mode: the config validator demands one of them
+    index = 0 if field == "target_macs" else 1
+    got, before = achieved[index], before_last_step[index]
+    if got > target:
+        grain = f"multiples of round_to {round_to}" if round_to and round_to > 1 else "single channels"
+        return [f"prune: {field} {target} not reached: {got:.1%} after {steps} steps, the most the pruner removed "
+                f"with channel counts in {grain}; lower round_to, protect fewer layers or raise max_steps"]
+    if got < OVERSHOOT_TOLERANCE * target:
+        why = (f"channel counts stay multiples of round_to {round_to}, a coarse step on layers this narrow; a smaller "
+               "round_to gets closer" if round_to and round_to > 1 else
+               f"each of up to max_steps {cfg.max_steps} steps removes ~{0.95 / cfg.max_steps:.1%} of the channels; "
+               "more max_steps get closer")
+        return [f"prune: {field} {target} gave {got:.1%}: the last step went from {before:.1%} to {got:.1%} "
+                f"because {why}"]
+    return []
+
+
 class PruneStage(Stage):
     """Remove channels with torch-pruning's DepGraph; report params and MACs before/after."""
 
@@ -141,12 +169,14 @@ class PruneStage(Stage):
             num_heads=heads, prune_num_heads=False, prune_head_dims=False)  # heads were decided above
         teacher = copy.deepcopy(model).eval() if rounds > 1 and cfg.recover.method == "distill" else None
         macs, params = base_macs, base_params
+        last_step_from = (macs, params)
         steps, recoveries = 0, []
         for r in range(1, rounds + 1):
             keep = 1 - (1 - (cfg.target_macs or cfg.target_params or 0)) * r / rounds  # this round's budget
             for _ in range(1 if not budget else cfg.max_steps):
                 if cfg.criterion == "taylor":
                     self._taylor_gradients(model, ctx, cfg.taylor_batches)
+                last_step_from = (macs, params)
                 pruner.step()
                 sync_derived_attributes(model)
                 steps += 1
@@ -161,6 +191,10 @@ class PruneStage(Stage):
                                    "epochs": self._recover(model, teacher, ctx, cfg.recover)})
         model.zero_grad(set_to_none=True)
         model.eval()
+        notes = budget_notes(cfg, round_to, steps, (macs / base_macs, params / base_params),
+                             (last_step_from[0] / base_macs, last_step_from[1] / base_params)) if budget else []
+        for n in notes:
+            ctx.log(f"  note: {n}")
         after = channel_table(model)
         metrics = {
             "criterion": cfg.criterion, "steps": steps, "rounds": rounds, "recoveries": recoveries,
@@ -171,7 +205,7 @@ class PruneStage(Stage):
         }
         ctx.log(f"  MACs {base_macs / 1e6:.2f}M -> {macs / 1e6:.2f}M ({macs / base_macs:.1%}), "
                 f"params {base_params / 1e6:.3f}M -> {params / 1e6:.3f}M ({params / base_params:.1%})")
-        return StageResult(state=state, metrics=metrics)
+        return StageResult(state=state, metrics=metrics, notes=notes)
 
     @staticmethod
     def _recover(model: nn.Module, teacher: nn.Module | None, ctx: StageContext,
