@@ -107,6 +107,8 @@ def channel_table(model: nn.Module) -> dict[str, int]:
 
 # A budget met within 10% is what a user asked for; further below it, they lost accuracy they did not trade.
 OVERSHOOT_TOLERANCE = 0.9
+# Budget mode ramps torch-pruning's global ratio to this over max_steps, checking the budget after each step.
+BUDGET_RAMP_RATIO = 0.95
 
 
 def budget_notes(cfg: PruneConfig, round_to: int | None, steps: int, achieved: tuple[float, float],
@@ -126,8 +128,8 @@ def budget_notes(cfg: PruneConfig, round_to: int | None, steps: int, achieved: t
     if got < OVERSHOOT_TOLERANCE * target:
         why = (f"channel counts stay multiples of round_to {round_to}, a coarse step on layers this narrow; a smaller "
                "round_to gets closer" if round_to and round_to > 1 else
-               f"each of up to max_steps {cfg.max_steps} steps removes ~{0.95 / cfg.max_steps:.1%} of the channels; "
-               "more max_steps get closer")
+               f"each of up to max_steps {cfg.max_steps} steps removes ~{BUDGET_RAMP_RATIO / cfg.max_steps:.1%} of the "
+               "channels; more max_steps get closer")
         return [f"prune: {field} {target} gave {got:.1%}: the last step went from {before:.1%} to {got:.1%} "
                 f"because {why}"]
     return []
@@ -164,7 +166,7 @@ class PruneStage(Stage):
         rounds = cfg.iterative_steps
         pruner = tp.pruner.MetaPruner(
             model, example, importance=_importance(cfg.criterion), ignored_layers=ignored, round_to=round_to,
-            pruning_ratio=cfg.ratio if not budget else 0.95, global_pruning=cfg.global_pruning and budget,
+            pruning_ratio=cfg.ratio if not budget else BUDGET_RAMP_RATIO, global_pruning=cfg.global_pruning and budget,
             iterative_steps=rounds if not budget else cfg.max_steps,
             num_heads=heads, prune_num_heads=False, prune_head_dims=False)  # heads were decided above
         teacher = copy.deepcopy(model).eval() if rounds > 1 and cfg.recover.method == "distill" else None
