@@ -291,7 +291,8 @@ def test_decisive_logits_range_keeps_every_label_with_a_finer_step():
         decisive(chunk), full(chunk)
     assert decisive.calculate_qparams()[0] < 0.75 * full.calculate_qparams()[0]
     scale, zero = decisive.calculate_qparams()
-    fq_decisive = torch.fake_quantize_per_tensor_affine(logits, float(scale), int(zero), -128, 127)
+    fq_decisive = torch.fake_quantize_per_tensor_affine(logits, float(scale), int(zero), decisive.quant_min,
+                                                      decisive.quant_max)
     assert torch.equal(fq_decisive.argmax(1), logits.argmax(1))
     assert float(fq_decisive.max()) == pytest.approx(float(logits.max()), abs=float(scale))
     # a negative runner-up sets the floor a tenth of the span below it

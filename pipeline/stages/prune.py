@@ -121,13 +121,14 @@ def budget_notes(cfg: PruneConfig, round_to: int | None, steps: int, achieved: t
     assert target is not None  # budget mode: the config validator demands one of them
     index = 0 if field == "target_macs" else 1
     got, before = achieved[index], before_last_step[index]
+    coarse = round_to is not None and round_to > 1
     if got > target:
-        grain = f"multiples of round_to {round_to}" if round_to and round_to > 1 else "single channels"
+        grain = f"multiples of round_to {round_to}" if coarse else "single channels"
         return [f"prune: {field} {target} not reached: {got:.1%} after {steps} steps, the most the pruner removed "
                 f"with channel counts in {grain}; lower round_to, protect fewer layers or raise max_steps"]
     if got < OVERSHOOT_TOLERANCE * target:
         why = (f"channel counts stay multiples of round_to {round_to}, a coarse step on layers this narrow; a smaller "
-               "round_to gets closer" if round_to and round_to > 1 else
+               "round_to gets closer" if coarse else
                f"each of up to max_steps {cfg.max_steps} steps removes ~{BUDGET_RAMP_RATIO / cfg.max_steps:.1%} of the "
                "channels; more max_steps get closer")
         return [f"prune: {field} {target} gave {got:.1%}: the last step went from {before:.1%} to {got:.1%} "
