@@ -182,11 +182,12 @@ def markdown(results: dict[str, Any]) -> str:
         for example, rows in results["digits"].items():
             lines += [f"## {example} (archnet profile)", "", md_table(
                 ["seed", "teacher acc", "student acc (PT2E)", "float student agree", "PT2E agree",
-                 "artifacts agree with teacher", "plain PTQ agree", "violations"],
-                [[r["seed"], r["teacher_accuracy"], r["student_accuracy"], r["float_student_agreement"],
-                  r["pt2e_agreement"], ", ".join(f"{k} {v:.4f}" for k, v in r["artifacts_vs_teacher"].items()
-                                                 if k != "teacher_accuracy"),
-                  r["ptq_agreement_with_teacher"], sum(r["violations"].values())] for r in rows]), ""]
+                 "artifacts agree with teacher", "plain PTQ agree", "violations", "status"],
+                [[r["seed"], *(f"{r[k]:.4f}" for k in ("teacher_accuracy", "student_accuracy",
+                                                       "float_student_agreement", "pt2e_agreement")),
+                  ", ".join(f"{k} {v:.4f}" for k, v in r["artifacts_vs_teacher"].items() if k != "teacher_accuracy"),
+                  f"{r['ptq_agreement_with_teacher']:.4f}", sum(r["violations"].values()), r["status"]]
+                 for r in rows]), ""]
     return "\n".join(lines)
 
 
