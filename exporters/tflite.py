@@ -18,7 +18,8 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, int8_io: bool
 
     The converted graph has the example input's static batch (litert-torch exports static shapes). A PT2E
     model is lowered to a full-integer model with ``QuantConfig(pt2e_quantizer=...)``; litert-torch gives it
-    int8 I/O, which is kept with ``int8_io`` and otherwise wrapped in QUANTIZE/DEQUANTIZE boundary ops.
+    int8 I/O, which is kept with ``int8_io`` and otherwise wrapped in QUANTIZE/DEQUANTIZE boundary ops. A float
+    model's BatchNorms that no convolution precedes are converted as depthwise 1x1 convolutions.
     """
     started = time.perf_counter()
     path = ctx.out_dir / "model.tflite"
@@ -30,12 +31,15 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, int8_io: bool
             raise RuntimeUnavailableError(f"TFLite export needs litert-torch (pip install litert-torch): {e}") from e
     try:
         with atomic_path(path) as tmp, captured_output(log):
-            kwargs = {}
+            kwargs, depthwise = {}, []
+            model = eval_mode(model)
             if ctx.quantizer is not None:
                 from litert_torch.quantize.quant_config import QuantConfig
 
                 kwargs["quant_config"] = QuantConfig(pt2e_quantizer=ctx.quantizer)
-            edge = litert_torch.convert(eval_mode(model), (example_input(spec),), **kwargs)
+            else:  # an exported graph is in eval mode already (and refuses .eval())
+                model, depthwise = _standalone_batch_norms_as_depthwise(model, spec)
+            edge = litert_torch.convert(model, (example_input(spec),), **kwargs)
             edge.export(str(tmp))
             io_change: dict[str, Any] = {}
             if ctx.quantizer is not None:
@@ -52,6 +56,25 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, int8_io: bool
         "tflite", path, [path], spec, int(ins[0]["shape"][0]), f"litert-torch {version('litert-torch')}", started,
         {"input_dtype": str(ins[0]["dtype"].__name__), "output_dtype": str(outs[0]["dtype"].__name__),
          "input_layout": "NCHW", "full_integer": ctx.quantizer is not None,
+         **({"batch_norms_as_depthwise": depthwise} if depthwise else {}),
          **({"postprocess": io_change} if io_change else {})},
         [i["name"] for i in ins], [o["name"] for o in outs],
     )
+
+
+def _standalone_batch_norms_as_depthwise(model: Any, spec: InputSpec) -> tuple[Any, list[str]]:
+    """``model``, or its exported graph with each BatchNorm no convolution precedes as a depthwise 1x1 conv.
+
+    litert-torch folds a BatchNorm into the convolution before it and lowers any other to float SUB/MUL/MUL/ADD
+    (5 SUBs in archified convnext_tiny at fp32, an op the int8-npu profile lacks); in eval mode a BatchNorm is
+    exactly that per-channel affine map, which one DEPTHWISE_CONV_2D carries.
+    """
+    import torch
+
+    if not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+        return model, []
+    from pipeline.quant.standalone_bn import standalone_batch_norms_to_depthwise
+
+    graph = torch.export.export(model, (example_input(spec),)).module()
+    replaced = standalone_batch_norms_to_depthwise(graph)
+    return (graph, replaced) if replaced else (model, [])

@@ -5,6 +5,7 @@ an add, a patchify-as-linear) is annotated by no quantizer pattern and stays in 
 it to float SUB/MUL/MUL/ADD, ops an int8 NPU lacks (measured: 5 float SUBs in archified convnext_tiny at W8A8,
 from the LayerNorms of its stem, downsamples and head turned into BatchNorms). In eval mode a BatchNorm is the
 per-channel affine ``x·g + b`` with ``g = γ/√(var+ε)``, ``b = β − mean·g``: exactly a depthwise 1x1 convolution.
+The float TFLite export uses the same pass: litert-torch lowers such a BatchNorm to the same float ops at fp32.
 """
 
 from __future__ import annotations
