@@ -1,5 +1,6 @@
 """Model factories used by tests through the ``package.module:factory`` source form."""
 
+import torch
 from torch import nn
 
 
@@ -32,4 +33,15 @@ def standalone_bn_cnn(num_classes: int = 10) -> nn.Module:
 
     model = digits_cnn(num_classes)
     model.insert(3, nn.BatchNorm2d(model[0].out_channels))
+    return model
+
+
+def randomize_batch_norms(model: nn.Module) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and scales (fresh ones are the identity), in place."""
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.normal_()
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.normal_()
     return model

@@ -285,14 +285,9 @@ def test_batch_norms_without_a_conv_quantize_as_depthwise_convs(tmp_path):
     from pipeline.quant.pt2e import dynamic_batch_export
     from pipeline.quant.standalone_bn import standalone_batch_norms_to_depthwise
     from targets.oplist import artifact_ops
-    from tests.models import standalone_bn_cnn
+    from tests.models import randomize_batch_norms, standalone_bn_cnn
 
-    model = standalone_bn_cnn().eval()
-    with torch.no_grad():
-        for bn in (model[1], model[3]):
-            bn.running_mean.normal_()
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.normal_()
+    model = randomize_batch_norms(standalone_bn_cnn().eval())
     x = torch.randn(4, 1, 12, 16)
     graph = dynamic_batch_export(model, x[:2])
     assert standalone_batch_norms_to_depthwise(graph) == ["3"]  # model[1] follows a conv: prepare folds it

@@ -43,22 +43,16 @@ def test_dynamic_batch_onnx_runs_whole_batches(tmp_path):
     assert out.shape == (37, 10) and np.abs(out - ref).max() < 1e-4
 
 
-
 def test_float_tflite_carries_batch_norms_without_a_conv_as_depthwise_convs(tmp_path):
     """litert-torch lowers a BatchNorm no conv precedes to float SUB/MUL/ADD (archified convnext_tiny: 5 SUBs,
     int8-npu violations); the exporter converts it as one depthwise 1x1 conv, with the same outputs."""
     from exporters.tflite import export_tflite
     from targets.litert import LiteRTTarget
     from targets.oplist import artifact_ops
-    from tests.models import standalone_bn_cnn
+    from tests.models import randomize_batch_norms, standalone_bn_cnn
 
     torch.manual_seed(0)
-    model = standalone_bn_cnn().eval()
-    with torch.no_grad():
-        for bn in (model[1], model[3]):
-            bn.running_mean.normal_()
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.normal_()
+    model = randomize_batch_norms(standalone_bn_cnn().eval())
     spec = InputSpec(shape=(1, 1, 16, 16), mean=(0.5,), std=(0.5,), num_classes=10)
     artifact = export_tflite(model, spec, ExportContext(tmp_path, tmp_path / "logs"))
     assert artifact.details["batch_norms_as_depthwise"] == ["3"]  # model[1] follows a conv and is folded anyway
@@ -68,6 +62,7 @@ def test_float_tflite_carries_batch_norms_without_a_conv_as_depthwise_convs(tmp_
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
     assert np.abs(LiteRTTarget(artifact, threads=1).run(x) - ref).max() < 1e-4
+
 
 def test_importing_edgeship_does_not_load_runtimes():
     code = ("import sys, pipeline, pipeline.cli, pipeline.recipe, exporters, targets, calibration\n"
