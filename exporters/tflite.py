@@ -32,12 +32,12 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, int8_io: bool
     try:
         with atomic_path(path) as tmp, captured_output(log):
             kwargs, depthwise = {}, []
-            model = eval_mode(model)
+            model = eval_mode(model)  # before the float rewrite: its exported graph refuses .eval()
             if ctx.quantizer is not None:
                 from litert_torch.quantize.quant_config import QuantConfig
 
                 kwargs["quant_config"] = QuantConfig(pt2e_quantizer=ctx.quantizer)
-            else:  # an exported graph is in eval mode already (and refuses .eval())
+            else:
                 model, depthwise = _standalone_batch_norms_as_depthwise(model, spec)
             edge = litert_torch.convert(model, (example_input(spec),), **kwargs)
             edge.export(str(tmp))
