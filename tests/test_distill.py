@@ -25,6 +25,14 @@ def test_kd_is_batchmean_t_squared_kl():
     assert kd_loss(s, t, 4.0).item() == pytest.approx(16 * manual.item(), rel=1e-5)
 
 
+def test_standardized_kd_ignores_the_logit_scale_and_shift_but_not_the_relations():
+    t = torch.randn(8, 10)
+    rescaled = 0.3 * t + 5.0  # a small student's logits: same relations, another range
+    assert kd_loss(rescaled, t, 2.0, standardized=True).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(rescaled, t, 2.0).item() > 0.1  # plain KD asks for the teacher's scale too
+    assert kd_loss(torch.randn(8, 10), t, 2.0, standardized=True).item() > 0.1
+
+
 def test_similarity_preserving_compares_batch_gram_matrices_of_any_width():
     sp = SimilarityPreserving("s", "t")
     f = torch.randn(6, 4, 3, 3)
@@ -106,6 +114,9 @@ def test_tuner_picks_the_fewest_held_out_mismatches():
 def test_method_presets():
     lp = DistillConfig(type="distill", method="label_preservation", alpha=2, beta=0.5, temperature=3)
     assert [(s.type, s.weight) for s in lp.method_terms()] == [("ce", 1.0), ("kd", 2.0), ("logit_mse", 0.5)]
+    assert not lp.method_terms()[1].standardize  # the loss as methods.md writes it, unless asked
+    assert DistillConfig(type="distill", method="label_preservation",
+                         standardize=True).method_terms()[1].standardize
     fm = DistillConfig(type="distill", method="function_matching")
     assert [(s.type, s.temperature) for s in fm.method_terms()] == [("kd", 1.0)]
     assert fm.augment_mode == "shift+mixup"

@@ -19,6 +19,8 @@ class LossSpec(BaseModel):
     type: Literal["ce", "kd", "logit_mse", "hint", "similarity", "projector"]
     weight: float = Field(default=1.0, ge=0)
     temperature: float = Field(default=4.0, gt=0, description="kd only")
+    standardize: bool = Field(default=False, description="kd only: z-score both logit rows before the "
+                                                         "temperature (logit standardization, Sun et al. 2024)")
     student: str | None = Field(default=None, description="student module name (feature terms)")
     teacher: str | None = Field(default=None, description="teacher module name (feature terms)")
     kind: Literal["ensemble", "linear", "mlp"] = Field(default="ensemble", description="projector only")
@@ -62,6 +64,8 @@ class DistillConfig(StageConfig):
     temperature: float = Field(default=4.0, gt=0)
     alpha: float = Field(default=1.0, ge=0, description="kd: CE weight; label_preservation: KL weight")
     beta: float = Field(default=0.1, ge=0, description="label_preservation: logit-MSE weight")
+    standardize: bool = Field(default=False, description="z-score the logits inside the method's KL term "
+                                                         "(logit standardization, Sun et al. 2024)")
     tune: TuneOptions = TuneOptions()
     losses: list[LossSpec] = Field(default_factory=list, description="extra terms, e.g. FitNets hints")
     hint_epochs: int = Field(default=0, ge=0, description="FitNets stage 1: epochs on the feature terms alone")
@@ -126,11 +130,12 @@ class DistillConfig(StageConfig):
         a = self.alpha if alpha is None else alpha
         b = self.beta if beta is None else beta
         t = self.temperature if temperature is None else temperature
+        z = self.standardize
         base = {
             "ce": [LossSpec(type="ce")],
-            "kd": [LossSpec(type="kd", temperature=t), LossSpec(type="ce", weight=a)],
-            "function_matching": [LossSpec(type="kd", temperature=1.0)],
-            "label_preservation": [LossSpec(type="ce"), LossSpec(type="kd", weight=a, temperature=t),
+            "kd": [LossSpec(type="kd", temperature=t, standardize=z), LossSpec(type="ce", weight=a)],
+            "function_matching": [LossSpec(type="kd", temperature=1.0, standardize=z)],
+            "label_preservation": [LossSpec(type="ce"), LossSpec(type="kd", weight=a, temperature=t, standardize=z),
                                    LossSpec(type="logit_mse", weight=b)],
             "custom": [],
         }[self.method]

@@ -26,8 +26,20 @@ class Outputs:
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton KD: T²·KL(softmax(t/T) ‖ softmax(s/T)) with batch-mean reduction (not 'mean', which divides by C)."""
+def standardize(logits: torch.Tensor) -> torch.Tensor:
+    """Z-score each row of logits (Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024)."""
+    return (logits - logits.mean(dim=1, keepdim=True)) / (logits.std(dim=1, keepdim=True) + 1e-7)
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+            standardized: bool = False) -> torch.Tensor:
+    """Hinton KD: T²·KL(softmax(t/T) ‖ softmax(s/T)) with batch-mean reduction (not 'mean', which divides by C).
+
+    ``standardized`` z-scores both logit rows first, so the student matches the teacher's logit relations
+    without having to match its logit scale (which a much smaller student may not reach).
+    """
+    if standardized:
+        student, teacher = standardize(student), standardize(teacher)
     t = temperature
     return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean",
                     log_target=True) * (t * t)
@@ -58,15 +70,16 @@ class CrossEntropy(nn.Module):
 
 
 class KD(nn.Module):
-    """T²·KL at temperature T."""
+    """T²·KL at temperature T (of z-scored logits when ``standardized``)."""
 
-    def __init__(self, temperature: float) -> None:
+    def __init__(self, temperature: float, standardized: bool = False) -> None:
         super().__init__()
         self.temperature = temperature
+        self.standardized = standardized
 
     def forward(self, o: Outputs) -> torch.Tensor:
         """The term's value on one batch."""
-        return kd_loss(o.student, o.teacher, self.temperature)
+        return kd_loss(o.student, o.teacher, self.temperature, self.standardized)
 
 
 class LogitMSE(nn.Module):

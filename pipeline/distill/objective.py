@@ -57,7 +57,7 @@ def build_term(spec: LossSpec, s_shapes: dict[str, torch.Size], t_shapes: dict[s
     if spec.type == "ce":
         return CrossEntropy()
     if spec.type == "kd":
-        return KD(spec.temperature)
+        return KD(spec.temperature, spec.standardize)
     if spec.type == "logit_mse":
         return LogitMSE()
     s, t = str(spec.student), str(spec.teacher)
