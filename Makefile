@@ -24,7 +24,9 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline calibration exporters targets tests benchmarks
+	$(BIN)/ruff check pipeline calibration exporters targets tests benchmarks examples
+	rm -rf build/lint && $(BIN)/python -c "import setuptools; setuptools.setup()" -q build_py --build-lib build/lint
+	PYTHONPATH=build/lint $(BIN)/lint-imports  # on the installed layout: the folders map into one namespace
 
 clean:
 	rm -rf runs .pytest_cache

@@ -7,18 +7,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from pipeline._io import atomic_write_json, atomic_write_text
-from pipeline.recipe import parse_recipe
-from pipeline.runner import Runner, prepare_run_dir
+import edgeship
+from edgeship.core.io import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run_recipe(recipe: dict[str, Any], out: Path, quiet: bool = True) -> dict[str, Any]:
     """Execute ``recipe`` with edgeship's runner and return its report."""
-    parsed = parse_recipe(recipe, f"benchmark:{recipe.get('name')}")
-    run_dir = prepare_run_dir(parsed, out)
-    return Runner(parsed, run_dir, log=(lambda m: None) if quiet else print).run().report
+    return edgeship.run(recipe, out=out, log=(lambda m: None) if quiet else print).report
 
 
 def median(values: list[float]) -> float:

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, md_table, run_recipe, write_results  # noqa: E402
 
-from pipeline.environment import host_info, library_versions  # noqa: E402
-from pipeline.errors import EdgeshipError  # noqa: E402
+from edgeship.core.environment import host_info, library_versions  # noqa: E402
+from edgeship.core.errors import EdgeshipError  # noqa: E402
 
 ZOO = ("vit_b_16", "swin_t", "convnext_tiny", "mobilenet_v3_small")
 OUT = Path("/tmp/edgeship-bench-archify")
@@ -66,7 +66,7 @@ def zoo_recipe(name: str, quantized: bool) -> dict[str, Any]:
             "data": {"calibration": {"source": "digits", "samples": samples["calibration"]},
                      "validation": {"source": "digits", "samples": samples["validation"]}},
             "stages": stages, "check": {"profile": "int8-npu"},
-            "profile": {"enabled": False, "compare_fp32": False}}
+            "latency": {"enabled": False, "compare_fp32": False}}
 
 
 def zoo(names: list[str], variants: list[str]) -> dict[str, Any]:
@@ -97,10 +97,10 @@ def _artifact_vs_teacher(report: dict[str, Any], run_dir: Path, recipe: dict[str
     """Agreement of every exported artifact with the teacher (the train stage's weights) on the validation split."""
     from safetensors.torch import load_file
 
-    from exporters.artifact import Artifact
-    from pipeline.recipe import parse_recipe
-    from pipeline.runner import Runner
-    from pipeline.training import predict
+    from edgeship.core.artifact import Artifact
+    from edgeship.inference import predict
+    from edgeship.recipe import parse_recipe
+    from edgeship.runner import Runner
 
     runner = Runner(parse_recipe(recipe), run_dir, log=lambda _m: None)
     spec = runner.input_spec()
@@ -138,7 +138,7 @@ def digits(seeds: list[int], examples: list[str]) -> dict[str, Any]:
         for seed in seeds:
             recipe = copy.deepcopy(base)
             recipe.update({"seed": seed, "name": f"bench-{example}-{seed}"})
-            recipe["profile"] = {"enabled": False}
+            recipe["latency"] = {"enabled": False}
             run_dir = OUT / f"{example}-{seed}"
             report = run_recipe(recipe, run_dir)
             a = next(s for s in report["stages"] if s["type"] == "archify")["metrics"]

@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 from _common import RESULTS, md_table, run_recipe, write_results
 
-from pipeline.environment import host_info, library_versions
+from edgeship.core.environment import host_info, library_versions
 
 ROOT = Path(__file__).resolve().parent.parent
-DIGITS_MODEL = {"source": "pipeline.zoo:digits_cnn",
+DIGITS_MODEL = {"source": "edgeship.zoo:digits_cnn",
                 "input": {"shape": [1, 1, 16, 16], "mean": [0.5], "std": [0.5], "num_classes": 10}}
 TEACHER = {"type": "train", "epochs": 15, "lr": 0.005}
 # At 25% MACs plain CE left 8.7 mismatches (fewer than the 10 the comparison needs); at target 0.1, 13.7.
@@ -46,7 +46,7 @@ def digits_recipe(seed: int, stages: list[dict[str, Any]], formats: list[str], v
             "data": {"calibration": {"source": "digits", "samples": 256},
                      "validation": {"source": "digits", "samples": validation}},
             "stages": [TEACHER, *stages], "export": {"formats": formats},
-            "validate": {"enabled": validate}, "profile": {"enabled": False}}
+            "validate": {"enabled": validate}, "latency": {"enabled": False}}
 
 
 def run(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def student(seeds: list[int]) -> dict[str, Any]:
     for seed in seeds:
         example = yaml.safe_load((ROOT / "examples" / "digits_prune_distill.yaml").read_text())
         example["seed"] = seed
-        example["profile"] = {"enabled": False}
+        example["latency"] = {"enabled": False}
         report = run(example)
         d = report["stages"][2]["metrics"]
         final = d["final_vs_teacher"]
@@ -121,7 +121,7 @@ def zoo() -> dict[str, Any]:
                                       "std": [0.229, 0.224, 0.225], "num_classes": 10}},
                   "data": {"calibration": {"source": "digits", "samples": 16},
                            "validation": {"source": "digits", "samples": 48}},
-                  "stages": [prune], "profile": {"enabled": False}}
+                  "stages": [prune], "latency": {"enabled": False}}
         report = run(recipe)
         p = report["stages"][0]["metrics"]
         gated = [r for r in report["results"] if r["gated"]]
@@ -136,7 +136,7 @@ def zoo() -> dict[str, Any]:
 
 def resnet18() -> dict[str, Any]:
     example = yaml.safe_load((ROOT / "examples" / "resnet18_prune.yaml").read_text())
-    example["profile"] = {"threads": 2, "warmup": 10, "runs": 100}
+    example["latency"] = {"threads": 2, "warmup": 10, "runs": 100}
     report = run(example)
     p = report["stages"][0]["metrics"]
     return {"macs_ratio": p["macs_ratio"], "params_ratio": p["params_ratio"],

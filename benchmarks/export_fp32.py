@@ -14,7 +14,7 @@ from pathlib import Path
 
 from _common import md_table, median, run_recipe, write_results
 
-from pipeline.environment import host_info, library_versions
+from edgeship.core.environment import host_info, library_versions
 
 
 def recipe(model: str, threads: int, runs: int) -> dict:
@@ -25,7 +25,7 @@ def recipe(model: str, threads: int, runs: int) -> dict:
                             "num_classes": 10}},
         "data": {"calibration": {"source": "digits", "samples": 32},
                  "validation": {"source": "digits", "samples": 200}},
-        "profile": {"threads": threads, "warmup": 10, "runs": runs},
+        "latency": {"threads": threads, "warmup": 10, "runs": runs},
     }
 
 

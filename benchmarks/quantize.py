@@ -23,9 +23,9 @@ from typing import Any
 
 from _common import RESULTS, md_table, median, run_recipe, write_results
 
-from pipeline.environment import host_info, library_versions
+from edgeship.core.environment import host_info, library_versions
 
-DIGITS_MODEL = {"source": "pipeline.zoo:digits_cnn",
+DIGITS_MODEL = {"source": "edgeship.zoo:digits_cnn",
                 "input": {"shape": [1, 1, 16, 16], "mean": [0.5], "std": [0.5], "num_classes": 10}}
 TEACHER = {"type": "train", "epochs": 15, "lr": 0.005}
 QAT = {"epochs": 20, "lr": 0.0002, "label_weight": 0.5}  # KD from the float model + labels (digits has them)
@@ -36,7 +36,7 @@ def digits_recipe(seed: int, quantize: dict[str, Any]) -> dict[str, Any]:
             "data": {"calibration": {"source": "digits", "samples": 256},
                      "validation": {"source": "digits", "samples": 360}},
             "stages": [TEACHER, {"type": "quantize", **quantize}],
-            "export": {"formats": ["tflite"]}, "profile": {"enabled": False}}
+            "export": {"formats": ["tflite"]}, "latency": {"enabled": False}}
 
 
 def litert_row(report: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def resnet18_recipe(bits: int, profile: bool) -> dict[str, Any]:
                      "validation": {"source": "digits", "samples": 200}},
             "stages": [{"type": "quantize", "mode": "ptq", "weight_bits": bits, "act_bits": 8}],
             "export": {"formats": ["onnx", "tflite", "openvino"] if profile else ["onnx"]},
-            "profile": {"enabled": profile, "threads": 2, "warmup": 10, "runs": 50}}
+            "latency": {"enabled": profile, "threads": 2, "warmup": 10, "runs": 50}}
 
 
 def resnet18(repeats: int) -> tuple[dict[str, Any], list[list[Any]], dict[str, Any]]:

@@ -18,7 +18,7 @@ def preprocess(x: np.ndarray, sample_shape: Sequence[int], mean: Sequence[float]
     import torch
     import torch.nn.functional as F
 
-    from pipeline.errors import DataError
+    from edgeship.core.errors import DataError
 
     channels, height, width = sample_shape
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

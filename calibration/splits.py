@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration.preprocess import preprocess
-from calibration.sources import RawData, load_source
-from pipeline.errors import DataError
+from edgeship.calibration.preprocess import preprocess
+from edgeship.calibration.sources import RawData, load_source
+from edgeship.core.errors import DataError
 
 
 @dataclass

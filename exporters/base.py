@@ -1,54 +1,63 @@
-"""Pieces every exporter uses: quiet converters, the example input, and building the ``Artifact`` record."""
+"""What every format provides (the ``Format`` record), the export context, and building the ``Artifact`` record."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporters.artifact import Artifact, InputSpec
-from pipeline._io import sha256_file
+from edgeship.core.artifact import Artifact, InputSpec
+from edgeship.core.io import sha256_file
+from edgeship.core.ops import OpUse
+from edgeship.core.validation import Strict
 
 
 @dataclass
 class ExportContext:
-    """Where an exporter writes, and what it may reuse from exporters that ran before it."""
+    """Where an exporter writes, the run-wide export settings, and a way to ask for another format's file.
+
+    ``require(fmt)`` returns this model's artifact in another format, exporting it first if needed (OpenVINO
+    may convert from the ONNX file): exporters never depend on the order they run in.
+    """
 
     out_dir: Path  # the run's artifacts/ directory
     log_dir: Path  # converter logs land here (one file per format)
-    onnx_path: Path | None = None  # set once the ONNX exporter has succeeded (OpenVINO may start from it)
     quantizer: Any = None  # the PT2E quantizer when the model is a converted PT2E graph
+    dynamic_batch: bool = False  # export.dynamic_batch: formats that can, export a dynamic batch dimension
+    require: Callable[[str], Artifact] | None = None
+
+    def artifact_of(self, fmt: str) -> Artifact:
+        """The model's ``fmt`` artifact (see ``require``)."""
+        if self.require is None:
+            from edgeship.core.errors import ExportError
+
+            raise ExportError(f"this export needs the {fmt} artifact of the model, and no other format can be "
+                              "exported here")
+        return self.require(fmt)
 
 
-def eval_mode(model: Any) -> Any:
-    """Put ``model`` in eval mode and return it.
+Exporter = Callable[[Any, InputSpec, ExportContext, Any], Artifact]
 
-    PT2E graphs' patched ``eval()`` rewrites their dropout/BN ops but returns None and leaves ``training`` set,
-    which converters read.
+
+@dataclass(frozen=True)
+class Format:
+    """One export format as a registered unit: how to write it, what the recipe may set, how to list its ops.
+
+    ``exporter(model, spec, ctx, options) -> Artifact`` writes ``artifact`` (a path under the artifacts
+    directory); ``options`` is the recipe's ``export.<name>`` section, an instance of ``options``.
+    ``read_ops(path)`` lists the ops of such a file in canonical names (``edgeship check``). ``suffix`` is the
+    suffix of the file a runtime opens. ``runtimes`` validate it by default (``validate.runtimes``).
     """
-    model.eval()
-    for m in model.modules():
-        m.training = False
-    return model
 
-
-def example_input(spec: InputSpec) -> Any:
-    """A seeded random example input of the spec's static shape (shapes only; values never validated)."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    return torch.rand(spec.shape, generator=g)
-
-
-def dynamic_batch_shapes(model: Any, max_batch: int = 1024) -> dict[str, Any]:
-    """``torch.export`` dynamic shapes marking dim 0 of the forward's first argument as the batch."""
-    import inspect
-
-    import torch
-
-    first = next(iter(inspect.signature(model.forward).parameters))
-    return {first: {0: torch.export.Dim("batch", min=1, max=max_batch)}}
+    name: str
+    suffix: str
+    artifact: str
+    options: type[Strict]
+    exporter: Exporter
+    read_ops: Callable[[Path], list[OpUse]]
+    runtimes: tuple[str, ...] = field(default=())
 
 
 def finish_artifact(fmt: str, path: Path, files: list[Path], spec: InputSpec, batch: int, converter: str,

@@ -6,13 +6,31 @@ import time
 from importlib.metadata import version
 from typing import Any
 
-from exporters.artifact import INPUT_NAME, OUTPUT_NAME, Artifact, InputSpec
-from exporters.base import ExportContext, dynamic_batch_shapes, eval_mode, example_input, finish_artifact, tail
-from exporters.onnx_qdq import activations_to_uint8, fold_weight_qdq
-from pipeline._io import atomic_path, captured_output
-from pipeline.errors import ExportError
+from pydantic import Field
+
+from edgeship.core.artifact import INPUT_NAME, OUTPUT_NAME, Artifact, InputSpec
+from edgeship.core.errors import ExportError
+from edgeship.core.graph import dynamic_batch_shapes, eval_mode, example_input
+from edgeship.core.io import atomic_path, captured_output
+from edgeship.core.validation import Strict
+from edgeship.exporters.base import ExportContext, Format, finish_artifact, tail
+from edgeship.exporters.onnx_ops import onnx_ops
+from edgeship.exporters.onnx_qdq import activations_to_uint8, fold_weight_qdq
 
 TWO_GB = 2 * 1024**3
+
+
+class OnnxOptions(Strict):
+    """ONNX exporter options."""
+
+    opset: int = Field(default=18, ge=18, le=23, description="ONNX opset (>= 18; quantized models use >= 21)")
+    int4_weights: bool = Field(
+        default=True, description="quantized models: store <=4-bit weights as INT4 (smallest file; onnxruntime and "
+                                  "OpenVINO CPU run those layers in float) or in int8 containers (run as int8)")
+    uint8_activations: bool = Field(
+        default=True, description="quantized models: express activations as uint8 (zero point + 128, identical "
+                                  "values); onnxruntime's fast x86 kernels are u8 x s8, int8 activations mostly "
+                                  "fall back to float")
 
 
 def strip_debug_metadata(proto: Any) -> None:
@@ -27,8 +45,7 @@ def strip_debug_metadata(proto: Any) -> None:
         del value.metadata_props[:]
 
 
-def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18,
-                dynamic_batch: bool = False, int4_weights: bool = True, uint8_activations: bool = True) -> Artifact:
+def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, options: OnnxOptions) -> Artifact:
     """Export ``model`` to ``model.onnx`` (opset >= 18), run the checker and shape inference.
 
     ``torch.onnx.export(dynamo=True)`` writes weights to a side file by default; ``external_data=False``
@@ -43,8 +60,8 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18
 
     started = time.perf_counter()
     quantized = ctx.quantizer is not None
-    if quantized:
-        opset = max(opset, 21)
+    dynamic_batch = ctx.dynamic_batch
+    opset = max(options.opset, 21) if quantized else options.opset
     path = ctx.out_dir / "model.onnx"
     log = ctx.log_dir / "onnx.log"
     x = example_input(spec)
@@ -59,8 +76,8 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18
             )
             program.save(str(tmp), external_data=params >= TWO_GB)
             proto = onnx.load(str(tmp), load_external_data=False)
-            folded = fold_weight_qdq(proto, int4=int4_weights) if quantized else {}
-            if quantized and uint8_activations:
+            folded = fold_weight_qdq(proto, int4=options.int4_weights) if quantized else {}
+            if quantized and options.uint8_activations:
                 folded["uint8_activation_zero_points"] = activations_to_uint8(proto)
             strip_debug_metadata(proto)
             meta = {p.key: p.value for p in proto.metadata_props}
@@ -74,7 +91,6 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18
         raise ExportError(f"ONNX export failed (torch.onnx dynamo exporter): {type(e).__name__}: {e}\n"
                           f"converter log: {log}\n{tail(log)}") from e
     proto = onnx.load(str(path), load_external_data=False)
-    ctx.onnx_path = path
     return finish_artifact(
         "onnx", path, [path], spec, -1 if dynamic_batch else spec.batch, f"torch.onnx {version('torch')}",
         started, {"opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
@@ -82,3 +98,7 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, opset: int = 18
                   **({"weight_folding": folded} if quantized else {})},
         [i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
     )
+
+
+FORMAT = Format(name="onnx", suffix=".onnx", artifact="model.onnx", options=OnnxOptions, exporter=export_onnx,
+                read_ops=onnx_ops, runtimes=("onnxruntime",))

@@ -5,16 +5,25 @@ from __future__ import annotations
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from exporters.artifact import INPUT_NAME, OUTPUT_NAME, Artifact, InputSpec
-from exporters.base import ExportContext, eval_mode, example_input, finish_artifact, tail
-from pipeline._io import atomic_path, captured_output
-from pipeline.errors import ExportError, RuntimeUnavailableError
+from edgeship.core.artifact import INPUT_NAME, OUTPUT_NAME, Artifact, InputSpec
+from edgeship.core.errors import ExportError, RuntimeUnavailableError
+from edgeship.core.graph import eval_mode, example_input
+from edgeship.core.io import atomic_path, captured_output
+from edgeship.core.validation import Strict
+from edgeship.exporters.base import ExportContext, Format, finish_artifact, tail
+from edgeship.exporters.openvino_ops import fake_quantize_grid, openvino_ops, openvino_saturates
 
 
-def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, source: str = "auto",
-                    compress_to_fp16: bool = False, dynamic_batch: bool = False) -> Artifact:
+class OpenVINOOptions(Strict):
+    """OpenVINO exporter options."""
+
+    source: Literal["auto", "exported_program", "onnx"] = "auto"
+    compress_to_fp16: bool = False
+
+
+def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, options: OpenVINOOptions) -> Artifact:
     """Convert to OpenVINO IR from the ``torch.export`` program, falling back to the ONNX file.
 
     ``source``: ``exported_program``, ``onnx`` or ``auto`` (program first, ONNX if that fails, e.g. the
@@ -32,7 +41,9 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, source: str
     log = ctx.log_dir / "openvino.log"
     errors: list[str] = []
     ov_model, used = None, None
-    order = {"auto": ["exported_program", "onnx"], "exported_program": ["exported_program"], "onnx": ["onnx"]}[source]
+    compress_to_fp16 = options.compress_to_fp16
+    order = {"auto": ["exported_program", "onnx"], "exported_program": ["exported_program"],
+             "onnx": ["onnx"]}[options.source]
     if ctx.quantizer is not None:
         # The folded QDQ ONNX carries the PT2E integers (FakeQuantize levels = 2^bits after conversion);
         # converting the PT2E graph directly would see the float weights again.
@@ -44,9 +55,7 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, source: str
                     program = torch.export.export(eval_mode(model), (example_input(spec),))
                     ov_model = ov.convert_model(program)
                 else:
-                    if ctx.onnx_path is None or not Path(ctx.onnx_path).is_file():
-                        raise ExportError("no ONNX file to start from (export the onnx format first)")
-                    ov_model = _convert_onnx(ov, Path(ctx.onnx_path), ctx.log_dir)
+                    ov_model = _convert_onnx(ov, ctx.artifact_of("onnx").path, ctx.log_dir)
             used = attempt
             break
         except Exception as e:
@@ -56,7 +65,7 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, source: str
     narrowed = narrow_fake_quantizes(ov_model) if ctx.quantizer is not None else 0
     # Both front ends may leave every dimension dynamic; a static shape (as in the other formats) lets the
     # CPU plugin pick its kernels at compile time.
-    ov_model.reshape({0: ov.PartialShape([-1 if dynamic_batch else spec.shape[0], *spec.shape[1:]])})
+    ov_model.reshape({0: ov.PartialShape([-1 if ctx.dynamic_batch else spec.shape[0], *spec.shape[1:]])})
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
     ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
     ov_model.set_rt_info(spec.to_json(), ["edgeship", "input_spec"])
@@ -81,7 +90,7 @@ def _convert_onnx(ov: Any, path: Path, work_dir: Path) -> Any:
     """``ov.convert_model`` on the ONNX file, from a copy with INT4 weights widened to INT8 when it has any."""
     import onnx
 
-    from exporters.onnx_qdq import widen_int4
+    from edgeship.exporters.onnx_qdq import widen_int4
 
     model = onnx.load(str(path))
     if not widen_int4(model):
@@ -106,8 +115,6 @@ def narrow_fake_quantizes(model: Any) -> int:
     import numpy as np
     from openvino import opset13
 
-    from targets.oplist import fake_quantize_grid, openvino_saturates
-
     count = 0
     for clamp in model.get_ordered_ops():
         if clamp.get_type_name() != "Clamp":
@@ -129,3 +136,7 @@ def narrow_fake_quantizes(model: Any) -> int:
     if count:
         model.validate_nodes_and_infer_types()
     return count
+
+
+FORMAT = Format(name="openvino", suffix=".xml", artifact="openvino/model.xml", options=OpenVINOOptions,
+                exporter=export_openvino, read_ops=openvino_ops, runtimes=("openvino", "openvino@default"))

@@ -6,19 +6,30 @@ import time
 from importlib.metadata import version
 from typing import Any
 
-from exporters.artifact import Artifact, InputSpec
-from exporters.base import ExportContext, eval_mode, example_input, finish_artifact, tail
-from exporters.tflite_io import postprocess
-from pipeline._io import atomic_path, captured_output
-from pipeline.errors import ExportError, RuntimeUnavailableError
+from pydantic import Field
+
+from edgeship.core.artifact import Artifact, InputSpec
+from edgeship.core.errors import ExportError, RuntimeUnavailableError
+from edgeship.core.graph import eval_mode, example_input
+from edgeship.core.io import atomic_path, captured_output
+from edgeship.core.validation import Strict
+from edgeship.exporters.base import ExportContext, Format, finish_artifact, tail
+from edgeship.exporters.tflite_io import postprocess
+from edgeship.exporters.tflite_ops import tflite_ops
 
 
-def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, int8_io: bool = False) -> Artifact:
+class TFLiteOptions(Strict):
+    """TFLite exporter options."""
+
+    int8_io: bool = Field(default=False, description="quantized models: keep int8 input/output tensors")
+
+
+def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, options: TFLiteOptions) -> Artifact:
     """Convert ``model`` to ``model.tflite`` with ``litert_torch.convert``; I/O is float32 NCHW.
 
     The converted graph has the example input's static batch (litert-torch exports static shapes). A PT2E
     model is lowered to a full-integer model with ``QuantConfig(pt2e_quantizer=...)``; litert-torch gives it
-    int8 I/O, which is kept with ``int8_io`` and otherwise wrapped in QUANTIZE/DEQUANTIZE boundary ops. A float
+    int8 I/O, which is kept with ``int8_io`` option and otherwise wrapped in QUANTIZE/DEQUANTIZE boundary ops. A float
     model's BatchNorms that no convolution precedes are converted as depthwise 1x1 convolutions.
     """
     started = time.perf_counter()
@@ -43,7 +54,7 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, int8_io: bool
             edge.export(str(tmp))
             io_change: dict[str, Any] = {}
             if ctx.quantizer is not None:
-                data, io_change = postprocess(tmp.read_bytes(), float_boundary=not int8_io)
+                data, io_change = postprocess(tmp.read_bytes(), float_boundary=not options.int8_io)
                 tmp.write_bytes(data)
     except Exception as e:
         raise ExportError(f"TFLite export failed (litert_torch.convert): {type(e).__name__}: {e}\n"
@@ -73,8 +84,12 @@ def _standalone_batch_norms_as_depthwise(model: Any, spec: InputSpec) -> tuple[A
 
     if not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
         return model, []
-    from pipeline.quant.standalone_bn import standalone_batch_norms_to_depthwise
+    from edgeship.core.standalone_bn import standalone_batch_norms_to_depthwise
 
     graph = torch.export.export(model, (example_input(spec),)).module()
     replaced = standalone_batch_norms_to_depthwise(graph)
     return (graph, replaced) if replaced else (model, [])
+
+
+FORMAT = Format(name="tflite", suffix=".tflite", artifact="model.tflite", options=TFLiteOptions,
+                exporter=export_tflite, read_ops=tflite_ops, runtimes=("litert",))

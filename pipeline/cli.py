@@ -12,7 +12,15 @@ import traceback
 import warnings
 from pathlib import Path
 
-from pipeline.errors import EXIT_GATE, EXIT_INTERNAL, EXIT_OK, EXIT_UNSUPPORTED, ConfigError, EdgeshipError
+from edgeship.core.errors import (
+    EXIT_CONFIG,
+    EXIT_GATE,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_UNSUPPORTED,
+    ConfigError,
+    EdgeshipError,
+)
 
 PHASES = {
     "run": ("export", "validate", "profile"),
@@ -23,25 +31,36 @@ PHASES = {
 
 
 def demo_recipe() -> Path:
-    """The embedded example ``make demo`` runs: ``examples/digits.yaml`` of this checkout."""
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        p = base / "examples" / "digits.yaml"
-        if p.is_file():
-            return p
-    raise EdgeshipError("examples/digits.yaml not found: run `edgeship demo` from an edgeship checkout, "
-                        "or `edgeship run` with a recipe of your own")
+    """The embedded example ``edgeship demo`` runs: ``examples/digits.yaml``, shipped inside the package."""
+    from importlib.resources import as_file, files
+
+    with as_file(files("edgeship.examples") / "digits.yaml") as path:
+        if path.is_file():
+            return Path(path)
+    raise EdgeshipError("the embedded example edgeship/examples/digits.yaml is missing from this installation; "
+                        "reinstall edgeship, or `edgeship run` a recipe of your own")
+
+
+def version_text() -> str:
+    """Edgeship's version and those of torch, the converters and each registered runtime."""
+    from edgeship import __version__
+    from edgeship.core.environment import library_versions
+    from edgeship.targets import RUNTIMES
+
+    versions = library_versions()
+    shown = ["torch", "torchvision", "onnx", "litert-torch", *(r.library for r in RUNTIMES.values())]
+    return f"edgeship {__version__}\n" + "\n".join(f"  {name} {versions.get(name, 'missing')}"
+                                                     for name in dict.fromkeys(shown))
 
 
 def _parser() -> argparse.ArgumentParser:
-    from pipeline import __version__
-
     p = argparse.ArgumentParser(prog="edgeship", description=(
         "Ship a trained PyTorch model to ONNX, TFLite (LiteRT) and OpenVINO IR, with every artifact validated "
         "against the PyTorch reference on real data and profiled on its own runtime."),
         epilog="exit codes: 0 ok, 1 internal error, 2 bad recipe/arguments, 3 unsupported ops, "
                "4 validation gate failed, 5 corrupt or untrusted input")
-    p.add_argument("--version", action="version", version=f"edgeship {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="store_true", help="print the versions of edgeship, torch and the runtimes")
+    sub = p.add_subparsers(dest="command")
     helps = {"run": "stages, export, validate and profile (the whole recipe)",
              "export": "stages and export only", "validate": "stages, export and validation (no profiling)",
              "profile": "stages, export and profiling (no validation)"}
@@ -65,65 +84,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_inputs(args: argparse.Namespace) -> tuple[object, object, dict[str, Path]]:
-    """(model, example input, artifact paths) that ``edgeship check`` lints, from whatever MODEL names."""
-    import torch
+def _run_check(args: argparse.Namespace, console: object) -> int:
+    import json
 
-    from targets.oplist import ARTIFACT_READERS
+    from rich.console import Console
 
-    path = Path(args.model)
-    if path.suffix.lower() in ARTIFACT_READERS:
-        fmt = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}[path.suffix.lower()]
-        return None, None, {fmt: path}
-    if path.suffix.lower() == ".pt2":
-        if not path.is_file():
-            raise ConfigError(f"{path}: file not found")
-        program = torch.export.load(str(path))
-        return program.module(), program.example_inputs[0][0], {}
-    if path.suffix.lower() in (".yaml", ".yml"):
-        from pipeline.recipe import load_recipe
-        from pipeline.runner import Runner
+    from edgeship.api import check
+    from edgeship.opcheck import render
 
-        recipe = load_recipe(path)
-        run_dir = Path(recipe.output_dir) / recipe.name
-        runner = Runner(recipe, run_dir, log=lambda _m: None)
-        spec = runner.input_spec()
-        files = {"onnx": "model.onnx", "tflite": "model.tflite", "openvino": "openvino/model.xml"}
-        found = {f: run_dir / "artifacts" / n for f, n in files.items() if (run_dir / "artifacts" / n).is_file()}
-        return runner.build(spec), torch.zeros(spec.shape), found
-    from pipeline.models import build_model
-
+    assert isinstance(console, Console)
     try:
         shape = [int(v) for v in args.input_shape.split(",")]
     except ValueError:
         shape = []
     if len(shape) != 4 or min(shape) < 1:
         raise ConfigError(f"--input-shape expects four positive integers N,C,H,W; got {args.input_shape!r}")
-    return build_model(args.model, args.num_classes).eval(), torch.zeros(shape), {}
-
-
-def _run_check(args: argparse.Namespace, console: object) -> int:
-    import json
-
-    from rich.console import Console
-
-    from pipeline.check import check, render
-    from targets.profile import load_profile
-
-    assert isinstance(console, Console)
-    profile = load_profile(args.profile)
-    model, example, artifacts = _check_inputs(args)
-    report = check(profile, model, example, artifacts)
+    report = check(args.model, profile=args.profile, input_shape=shape, num_classes=args.num_classes)
     Console().print(render(report))
     for note in report.notes:
         console.print(f"note: {note}")
     if args.json:
-        from pipeline._io import atomic_write_json
+        from edgeship.core.io import atomic_write_json
 
         atomic_write_json(Path(args.json), report.to_dict())
     if report.passed:
         return EXIT_OK
-    console.print(f"[bold red]unsupported[/]: {report.count()} op instances violate the {profile.name} profile "
+    console.print(f"[bold red]unsupported[/]: {report.count()} op instances violate the {report.profile} profile "
                   f"({json.dumps({lv: report.count(lv) for lv in report.ops_seen})})", soft_wrap=True)
     return EXIT_OK if args.warn_only else EXIT_UNSUPPORTED
 
@@ -138,7 +124,15 @@ def _common(s: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edgeship`` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(version_text())
+        return EXIT_OK
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("edgeship: error: a command is required (run, export, validate, profile, check, demo)", file=sys.stderr)
+        return EXIT_CONFIG
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
@@ -164,34 +158,31 @@ def main(argv: list[str] | None = None) -> int:
 def _execute(args: argparse.Namespace, console: object) -> int:
     from rich.console import Console
 
-    from pipeline.recipe import load_recipe
-    from pipeline.report import summary_table
-    from pipeline.runner import Runner, prepare_run_dir
+    from edgeship.api import load_recipe, run
+    from edgeship.report import summary_table
+    from edgeship.training.trainer import is_main_process
 
     assert isinstance(console, Console)
     if args.command == "check":
         return _run_check(args, console)
     recipe_path = demo_recipe() if args.command == "demo" else Path(args.recipe)
     recipe = load_recipe(recipe_path, args.overrides)
-    run_dir = prepare_run_dir(recipe, args.out)
-    from pipeline.trainer import is_main_process
-
+    out = args.out or Path(recipe.output_dir) / recipe.name
     if is_main_process():
-        console.print(f"[bold]edgeship[/] {recipe_path} -> {run_dir}")
-    runner = Runner(recipe, run_dir, resume=args.resume, log=lambda m: console.print(f"  {m}", highlight=False),
-                    phases=PHASES.get(args.command, PHASES["run"]))
-    outcome = runner.run()
-    if not runner.main:  # a torchrun worker: rank 0 reports
+        console.print(f"[bold]edgeship[/] {recipe_path} -> {out}")
+    result = run(recipe, out=out, resume=args.resume, phases=PHASES.get(args.command, PHASES["run"]),
+                 log=lambda m: console.print(f"  {m}", highlight=False))
+    if result.report.get("status") == "worker":  # a torchrun worker: rank 0 reports
         return EXIT_OK
-    Console().print(summary_table(outcome.report))
-    console.print(f"report: {run_dir / 'report.html'}  ({run_dir / 'report.json'})")
-    if not outcome.passed:
-        console.print("[bold red]gate failed[/]:\n  " + "\n  ".join(outcome.failed_gates), soft_wrap=True)
-    if outcome.unsupported:  # the device cannot run it at all: that outranks a gate verdict
-        console.print(f"[bold red]unsupported[/]: {outcome.unsupported} op instances violate the "
+    Console().print(summary_table(result.report))
+    console.print(f"report: {result.report_path}  ({result.run_dir / 'report.json'})")
+    if result.failed_gates:
+        console.print("[bold red]gate failed[/]:\n  " + "\n  ".join(result.failed_gates), soft_wrap=True)
+    if result.unsupported:  # the device cannot run it at all: that outranks a gate verdict
+        console.print(f"[bold red]unsupported[/]: {result.unsupported} op instances violate the "
                       f"{recipe.check.profile} profile (check.fail_on_unsupported); see the report", soft_wrap=True)
         return EXIT_UNSUPPORTED
-    return EXIT_OK if outcome.passed else EXIT_GATE
+    return EXIT_OK if not result.failed_gates else EXIT_GATE
 
 
 if __name__ == "__main__":

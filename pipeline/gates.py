@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.recipe import GateConfig
+from edgeship.recipe import GateConfig
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.errors import CheckpointError, ConfigError
+from edgeship.core.errors import CheckpointError, ConfigError
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 

@@ -6,23 +6,22 @@ YAML before validation, so they are checked exactly like the file.
 
 from __future__ import annotations
 
-import difflib
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model, field_validator, model_validator
 
-from pipeline.errors import ConfigError
+from edgeship.core.errors import ConfigError
+from edgeship.core.validation import DeprecatedKey, Strict, format_errors, rename_deprecated
+from edgeship.exporters import FORMATS
+from edgeship.stages import StageEntry
+from edgeship.targets import parse_runtime
 
-FORMATS = ("onnx", "tflite", "openvino")
-
-
-class Strict(BaseModel):
-    """Base for every config section: unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+# Top-level keys renamed since recipes were first written: old name -> new name (a note, never an error).
+RENAMED = {"profile": "latency"}
 
 
 class InputConfig(Strict):
@@ -82,46 +81,24 @@ class DataConfig(Strict):
     validation: SplitConfig = SplitConfig(samples=360)
 
 
-class OnnxOptions(Strict):
-    """ONNX exporter options."""
+def _export_config() -> type[BaseModel]:
+    """``export:``: the formats to write, run-wide settings, and one options section per registered format."""
+    names = tuple(FORMATS)
 
-    opset: int = Field(default=18, ge=18, le=23, description="ONNX opset (>= 18; quantized models use >= 21)")
-    int4_weights: bool = Field(
-        default=True, description="quantized models: store <=4-bit weights as INT4 (smallest file; onnxruntime and "
-                                  "OpenVINO CPU run those layers in float) or in int8 containers (run as int8)")
-    uint8_activations: bool = Field(
-        default=True, description="quantized models: express activations as uint8 (zero point + 128, identical "
-                                  "values); onnxruntime's fast x86 kernels are u8 x s8, int8 activations mostly "
-                                  "fall back to float")
+    def in_registry_order(v: list[str]) -> list[str]:
+        return [f for f in names if f in v]  # a stable report order, whatever order the recipe lists them in
 
-
-class TFLiteOptions(Strict):
-    """TFLite exporter options."""
-
-    int8_io: bool = Field(default=False, description="quantized models: keep int8 input/output tensors")
+    return create_model(
+        "ExportConfig", __base__=Strict, __doc__="Which formats to write and how.",
+        __validators__={"_order": field_validator("formats")(in_registry_order)},
+        formats=(list[Literal[names]], Field(default_factory=lambda: list(names))),
+        dynamic_batch=(bool, Field(default=False, description="dynamic batch in the formats that support it "
+                                                              "(ONNX, OpenVINO; TFLite stays static)")),
+        **{name: (fmt.options, fmt.options()) for name, fmt in FORMATS.items()},
+    )
 
 
-class OpenVINOOptions(Strict):
-    """OpenVINO exporter options."""
-
-    source: Literal["auto", "exported_program", "onnx"] = "auto"
-    compress_to_fp16: bool = False
-
-
-class ExportConfig(Strict):
-    """Which formats to write and how."""
-
-    formats: list[Literal["onnx", "tflite", "openvino"]] = Field(default_factory=lambda: list(FORMATS))
-    dynamic_batch: bool = Field(default=False, description="dynamic batch in ONNX and OpenVINO (TFLite stays static)")
-    onnx: OnnxOptions = OnnxOptions()
-    tflite: TFLiteOptions = TFLiteOptions()
-    openvino: OpenVINOOptions = OpenVINOOptions()
-
-    @field_validator("formats")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        # OpenVINO may start from the ONNX file, so formats run in a fixed order whatever the recipe says.
-        return [f for f in FORMATS if f in v]
+ExportConfig = _export_config()
 
 
 class GateConfig(Strict):
@@ -146,9 +123,30 @@ class ValidateConfig(Strict):
         default=GateConfig(top1_agreement_min=0.995, rel_max_err_max=None),
         description="gates when the model is quantized (reference: the PT2E model); integer kernels round "
                     "differently from PT2E's float simulation, so the relative error is reported, not gated")
+    runtimes: dict[str, list[str]] = Field(
+        default_factory=lambda: {name: list(fmt.runtimes) for name, fmt in FORMATS.items()},
+        description="the runtimes that validate and time each format: name or name@variant (e.g. openvino@default, "
+                    "reported but not gated); a runtime may read several formats (openvino reads onnx and tflite)")
+
+    @field_validator("runtimes")
+    @classmethod
+    def _registered(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for fmt, specs in v.items():
+            if fmt not in FORMATS:
+                msg = f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}"
+                raise ValueError(msg)
+            for spec in specs:
+                try:
+                    runtime, _ = parse_runtime(spec)
+                except ConfigError as e:
+                    raise ValueError(str(e)) from None
+                if fmt not in runtime.formats:
+                    msg = f"{fmt}: runtime {runtime.name} reads {', '.join(runtime.formats)}, not {fmt}"
+                    raise ValueError(msg)
+        return {**{name: list(fmt.runtimes) for name, fmt in FORMATS.items()}, **v}
 
 
-class ProfileConfig(Strict):
+class LatencyConfig(Strict):
     """Latency measurement: fixed threads, warm-up, timed runs (batch of the exported model)."""
 
     enabled: bool = True
@@ -169,13 +167,6 @@ class CheckConfig(Strict):
     fail_on_unsupported: bool = Field(default=False, description="exit 3 when any level violates the profile")
 
 
-class StageSpec(Strict):
-    """One stage entry: ``type`` plus that stage's own keys (validated by the stage's config class)."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-
-
 class Recipe(Strict):
     """A whole run: model, data, stages, exports, validation gates and profiling."""
 
@@ -184,13 +175,26 @@ class Recipe(Strict):
     output_dir: str = "runs"
     model: ModelConfig
     data: DataConfig = DataConfig()
-    stages: list[StageSpec] = Field(default_factory=list)
-    export: ExportConfig = ExportConfig()
+    stages: list[StageEntry] = Field(default_factory=list, description="train | prune | distill | quantize | "
+                                                                         "archify entries, run in order")
+    export: ExportConfig = Field(default_factory=ExportConfig)  # type: ignore[valid-type]
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
-    profile: ProfileConfig = ProfileConfig()
+    latency: LatencyConfig = Field(default=LatencyConfig(), description="timing settings (formerly profile:)")
     check: CheckConfig = CheckConfig()
+    # Deprecated keys met while loading (renamed since), for the report's notes.
+    _deprecations: list[str] = PrivateAttr(default_factory=list)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+    model_config = {**Strict.model_config, "populate_by_name": True}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return rename_deprecated(data, RENAMED, "")
+
+    @property
+    def deprecations(self) -> list[str]:
+        """What the recipe still calls by an old name (each a note in the report)."""
+        return self._deprecations
 
     @field_validator("name")
     @classmethod
@@ -205,52 +209,17 @@ class Recipe(Strict):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def _field_names(model: type[BaseModel]) -> list[str]:
-    return [f.alias or n for n, f in model.model_fields.items()]
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    # Walk the config classes along a pydantic error location to list the valid keys at that point.
-    model: type[BaseModel] | None = Recipe
-    for part in loc[:-1]:
-        if model is None or isinstance(part, int):
-            continue
-        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
-        if field is None:
-            return None
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        candidates = [ann, *args]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return model
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """Turn pydantic's error into lines that name the field, what was wrong, and what is valid."""
-    lines = [f"{source}: invalid recipe"]
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        where = ".".join(str(p) for p in loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            model = _model_at(loc)
-            valid = _field_names(model) if model else []
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"  {where}: unknown key{hint}; valid keys here: {', '.join(valid)}")
-        else:
-            got = e.get("input")
-            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-            lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}{shown}")
-    return "\n".join(lines)
-
-
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply ``a.b.c=value`` (value parsed as YAML) to the raw recipe dict; list items by index."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
-        raise ConfigError(f"--set expects key=value (e.g. profile.threads=4); got {assignment!r}")
+        raise ConfigError(f"--set expects key=value (e.g. latency.threads=4); got {assignment!r}")
     value = yaml.safe_load(raw) if raw != "" else ""
     parts = key.split(".")
+    # Old and new names address one section: the override goes where the file has it (validation renames it).
+    twin = RENAMED.get(parts[0]) or next((old for old, new in RENAMED.items() if new == parts[0]), None)
+    if twin is not None and twin in data and parts[0] not in data:
+        parts[0] = twin
     node: Any = data
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -271,21 +240,20 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 
 def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
-    """Validate raw recipe data; stage entries are checked against their stage's config class too."""
-    from pipeline.stages import validate_stage_spec
-
+    """Validate raw recipe data once: every section and every stage entry against its typed config class."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level (model:, data:, stages:, ...)")
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
-    for i, spec in enumerate(recipe.stages):
-        validate_stage_spec(spec.model_dump(), f"{source}: stages.{i}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecatedKey)
+        try:
+            recipe = Recipe.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(format_errors(e, source, Recipe)) from None
+    recipe._deprecations = [str(w.message) for w in caught if issubclass(w.category, DeprecatedKey)]
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def load_recipe_file(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file."""
     p = Path(path)
     if not p.is_file():

@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from pipeline._io import atomic_write_json, atomic_write_text
+from edgeship.core.io import atomic_write_json, atomic_write_text
 
 
 def _fmt(v: Any, digits: int = 4) -> str:

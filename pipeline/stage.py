@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     import torch
 
-    from calibration.splits import Splits
-    from exporters.artifact import InputSpec
+    from edgeship.calibration.splits import Splits
+    from edgeship.core.artifact import InputSpec
+    from edgeship.quant.bits import LayerBits
 
 
 class StageConfig(BaseModel):
@@ -29,15 +30,21 @@ class ModelState:
     model: torch.nn.Module
     spec: InputSpec
     history: list[dict[str, Any]] = field(default_factory=list)
-    # Set by the quantize stage: "float_model" (second reference), "quantizer" (for the TFLite lowering),
-    # "bits" (per-layer bit widths). Set by the runner: "reference" (the model before the first compressing
-    # stage, the default teacher). Set by distill: "distilled" (its result, the next chain link's teacher).
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The model before the first compressing stage (set by the runner when a stage needs it): distill's default
+    # teacher and a pruned run's timed baseline.
+    reference: torch.nn.Module | None = None
+    # The last distill stage's result: the next link's teacher in a teacher-assistant chain.
+    distilled: torch.nn.Module | None = None
+    # Set by the quantize stage: the float model (second reference), the PT2E quantizer (the TFLite lowering
+    # needs it) and the resolved per-layer bit widths.
+    float_model: torch.nn.Module | None = None
+    quantizer: Any = None
+    bits: list[LayerBits] | None = None
 
     @property
     def quantized(self) -> bool:
         """True once a quantize stage has produced a PT2E graph."""
-        return "quantizer" in self.extras
+        return self.quantizer is not None
 
 
 @dataclass
@@ -65,14 +72,26 @@ class StageResult:
     notes: list[str] = field(default_factory=list)
 
 
-class Stage:
-    """A model transformation. Subclasses set ``name``/``config_cls`` and implement ``run``."""
+ConfigT = TypeVar("ConfigT", bound=StageConfig)
+
+
+class Stage(Generic[ConfigT]):
+    """A model transformation. Subclasses set ``name``/``config_cls`` and implement ``run``.
+
+    The class attributes tell the runner what a stage needs, so the runner never tests stage names.
+    """
 
     name: ClassVar[str]
     config_cls: ClassVar[type[StageConfig]]
+    # Uses the model before compression (``ModelState.reference``): distill's default teacher, prune's baseline.
+    needs_reference: ClassVar[bool] = False
+    # Produces the input model itself (training from scratch): the reference is taken after it, not before.
+    makes_input: ClassVar[bool] = False
+    # Changes layer shapes: the report times the reference on each runtime as the unpruned baseline.
+    changes_shape: ClassVar[bool] = False
 
-    def __init__(self, config: StageConfig) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT) -> None:
+        self.config: ConfigT = config
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
         """Transform ``state`` and return the result; write only under ``ctx.workdir``."""
@@ -82,7 +101,7 @@ class Stage:
         """Persist the output model for ``--resume`` (default: its state_dict as safetensors); return the files."""
         from safetensors.torch import save_file
 
-        from pipeline._io import atomic_path
+        from edgeship.core.io import atomic_path
 
         path = ctx.workdir / "model.safetensors"
         tensors = {k: v.detach().contiguous().clone() for k, v in state.model.state_dict().items()}

@@ -1,30 +1,60 @@
-"""Runtimes that execute artifacts. Registered explicitly; each module is imported only when used."""
+"""Runtimes, registered explicitly: each entry is a ``Runtime`` record (targets/base.py).
+
+Adding a runtime is a new module with a ``RuntimeSession`` subclass plus one entry here. A runtime may read
+several formats (OpenVINO reads its IR, ``.onnx`` and ``.tflite``); which runtimes validate each format is the
+recipe's ``validate.runtimes`` (default: each format's ``runtimes``). Sessions are imported only when used, so
+``edgeship --help`` stays fast and a missing optional runtime fails with a clear message only when asked for.
+"""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-# target name -> (artifact format, "module:class"). Imported lazily so `edgeship --help` stays fast and a
-# missing optional runtime fails with a clear message only when that runtime is asked for.
-TARGETS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("onnx", "targets.onnxruntime:OnnxRuntimeTarget"),
-    "litert": ("tflite", "targets.litert:LiteRTTarget"),
-    "openvino": ("openvino", "targets.openvino:OpenVINOTarget"),
-}
+from edgeship.core.artifact import Artifact
+from edgeship.targets.base import Runtime, RuntimeSession, Variant
 
-# The runtime that validates each export format by default.
-DEFAULT_TARGET_FOR_FORMAT: dict[str, str] = {fmt: name for name, (fmt, _) in TARGETS.items()}
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
+    Runtime("onnxruntime", formats=("onnx",), session="edgeship.targets.onnxruntime:OnnxRuntimeSession",
+            library="onnxruntime"),
+    Runtime("litert", formats=("tflite",), session="edgeship.targets.litert:LiteRTSession",
+            library="ai-edge-litert"),
+    # Validated pinned to f32: on AVX512-BF16/AMX CPUs the CPU plugin runs "f32" models in bf16 by default.
+    Runtime("openvino", formats=("openvino", "onnx", "tflite"), session="edgeship.targets.openvino:OpenVINOSession",
+            library="openvino", options={"precision": "f32"},
+            variants={"default": Variant(options={"precision": "default"}, gated=False,
+                                         why="what a device team gets out of the box (bf16 on AVX512-BF16/AMX "
+                                             "CPUs): reported, not gated")}),
+)}
 
 
-def get_target_class(name: str) -> Any:
-    """Import and return the target class registered as ``name``."""
-    from pipeline.errors import ConfigError, RuntimeUnavailableError
+def parse_runtime(spec: str) -> tuple[Runtime, str | None]:
+    """(runtime, variant name or None) of ``name`` or ``name@variant``; unknown names raise ``ConfigError``."""
+    from edgeship.core.errors import ConfigError
 
-    if name not in TARGETS:
-        raise ConfigError(f"unknown target {name!r}; valid targets: {', '.join(TARGETS)}")
-    module, _, cls = TARGETS[name][1].partition(":")
+    name, _, variant = spec.partition("@")
+    if name not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {name!r}; valid runtimes: {', '.join(RUNTIMES)}")
+    runtime = RUNTIMES[name]
+    if variant and variant not in runtime.variants:
+        valid = ", ".join(f"{name}@{v}" for v in runtime.variants) or "none"
+        raise ConfigError(f"unknown runtime variant {spec!r}; variants of {name}: {valid}")
+    return runtime, variant or None
+
+
+def open_session(spec: str, artifact: Artifact, threads: int) -> tuple[RuntimeSession, bool]:
+    """A session of runtime ``spec`` (``name[@variant]``) on ``artifact`` (not yet loaded), and whether it is gated."""
+    from edgeship.core.errors import ConfigError, RuntimeUnavailableError
+
+    runtime, variant = parse_runtime(spec)
+    if artifact.format not in runtime.formats:
+        raise ConfigError(f"runtime {runtime.name} reads {', '.join(runtime.formats)} artifacts, "
+                          f"not {artifact.format}")
+    module, _, cls = runtime.session.partition(":")
     try:
-        return getattr(importlib.import_module(module), cls)
+        session_cls: Any = getattr(importlib.import_module(module), cls)
     except ImportError as e:
-        raise RuntimeUnavailableError(f"target {name} needs a package that is not installed: {e}") from e
+        raise RuntimeUnavailableError(f"runtime {runtime.name} needs a package that is not installed: {e}") from e
+    chosen = runtime.variants[variant] if variant else None
+    options = {**runtime.options, **(chosen.options if chosen else {})}
+    return session_cls(artifact, threads=threads, **options), chosen.gated if chosen else True

@@ -1,17 +1,17 @@
-"""What every runtime target provides: load an artifact, run batches, time itself, say what ran at which precision."""
+"""What every runtime provides (the ``Runtime`` record) and what a loaded session does: run, time, list its ops."""
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from exporters.artifact import Artifact
-from pipeline.errors import ArtifactError, ConfigError
+from edgeship.core.artifact import Artifact
+from edgeship.core.errors import ArtifactError, ConfigError
 
 MIN_PROFILE_RUNS = 10
 
@@ -85,30 +85,53 @@ def summarize_precision(ops: list[OpInfo]) -> str:
 
 
 class InputMismatch(ConfigError):
-    """A batch handed to a target does not fit the artifact's input (same wording on every runtime)."""
+    """A batch handed to a runtime does not fit the artifact's input (same wording on every runtime)."""
 
 
-class Target(ABC):
-    """A runtime that executes one artifact format on a device (``local`` for now).
+@dataclass(frozen=True)
+class Variant:
+    """A named setting of a runtime, validated as its own row (``openvino@default``)."""
+
+    options: dict[str, Any]
+    gated: bool  # False: reported, never a reason to fail the run
+    why: str
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One runtime as a registered unit: the formats it reads, the session class that runs them, its settings.
+
+    ``session`` is ``"module:Class"`` of a ``RuntimeSession`` subclass, imported only when the runtime is used.
+    ``options`` are the session options of its plain (gated) row; each ``variants`` entry is another row,
+    named ``<runtime>@<variant>`` in ``validate.runtimes`` and in the report.
+    """
+
+    name: str
+    formats: tuple[str, ...]
+    session: str
+    library: str  # the distribution whose version the report records
+    options: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+
+class RuntimeSession(ABC):
+    """One artifact loaded in one runtime on a device (``local`` for now).
 
     Subclasses implement ``_load`` and ``_run_chunk``; the base class owns input checks, batch
     chunking for static-batch artifacts and the timing loop, so every runtime behaves the same.
     """
 
     name: ClassVar[str]
-    format: ClassVar[str]
-    library: ClassVar[str]
 
     def __init__(self, artifact: Artifact, threads: int = 2, **options: Any) -> None:
-        if artifact.format != self.format:
-            raise ConfigError(f"target {self.name} runs {self.format} artifacts, not {artifact.format}")
         self.artifact = artifact
         self.threads = threads
         self.options = options
         self.precision = "unknown"
+        self.precision_hint: str | None = None  # a precision the runtime was told to use, read back when it says
         self._loaded = False
 
-    def load(self) -> Target:
+    def load(self) -> RuntimeSession:
         """Open the artifact in the runtime; wrap runtime errors with the file name."""
         for f in self.artifact.files:
             if not f.is_file():
@@ -136,8 +159,8 @@ class Target(ABC):
         outs = [self._run_chunk(np.ascontiguousarray(x[i:i + step])) for i in range(0, x.shape[0], step)]
         return np.concatenate(outs).astype(np.float32, copy=False).reshape(x.shape[0], -1)
 
-    def profile(self, sample: np.ndarray, warmup: int, runs: int) -> LatencyStats:
-        """Latency of one call on ``sample`` (one static batch) with this target's thread count."""
+    def latency(self, sample: np.ndarray, warmup: int, runs: int) -> LatencyStats:
+        """Latency of one call on ``sample`` (one static batch) with this session's thread count."""
         if not self._loaded:
             self.load()
         x = np.ascontiguousarray(self._check_input(sample))

@@ -10,17 +10,15 @@ from collections import Counter
 
 import numpy as np
 
-from targets.base import OpInfo, Target
+from edgeship.targets.base import OpInfo, RuntimeSession
 
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D"}
 
 
-class LiteRTTarget(Target):
+class LiteRTSession(RuntimeSession):
     """Runs ``.tflite`` with LiteRT; XNNPACK is applied by default for float and int8 graphs."""
 
     name = "litert"
-    format = "tflite"
-    library = "ai-edge-litert"
 
     def _load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter

@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 
-from targets.base import OpInfo, Target
+from edgeship.targets.base import OpInfo, RuntimeSession
 
 # Kernels onnxruntime runs in integer arithmetic after its QDQ fusions; a Conv/Gemm/MatMul left in the optimized
 # graph means that layer fell back to float (its DequantizeLinear ran first).
@@ -17,12 +17,10 @@ INTEGER_KERNELS = {"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatM
 FLOAT_KERNELS = {"Conv", "FusedConv", "NchwcConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "ConvTranspose"}
 
 
-class OnnxRuntimeTarget(Target):
+class OnnxRuntimeSession(RuntimeSession):
     """Runs ``.onnx`` with onnxruntime's CPU EP, intra-op threads fixed, full graph optimisation."""
 
     name = "onnxruntime"
-    format = "onnx"
-    library = "onnxruntime"
 
     def _load(self) -> None:
         import onnxruntime as ort

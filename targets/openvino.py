@@ -12,17 +12,15 @@ from collections import Counter
 
 import numpy as np
 
-from targets.base import OpInfo, Target
+from edgeship.targets.base import OpInfo, RuntimeSession
 
 COMPUTE_OPS = {"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"}
 
 
-class OpenVINOTarget(Target):
+class OpenVINOSession(RuntimeSession):
     """Runs OpenVINO IR (``.xml`` + ``.bin``) on ``CPU`` with a fixed thread count and the latency hint."""
 
     name = "openvino"
-    format = "openvino"
-    library = "openvino"
 
     def _load(self) -> None:
         import openvino as ov

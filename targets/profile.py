@@ -1,7 +1,8 @@
 """Op-support profiles: which operators a target runs, with their constraints (``targets/profiles/*.yaml``).
 
 A profile is data: users add their own YAML file and pass its path. Operators are named in edgeship's canonical
-vocabulary (``CANONICAL_OPS``), which ``targets/oplist.py`` maps every PyTorch, ONNX, TFLite and OpenVINO op to.
+vocabulary (``CANONICAL_OPS``), which the op readers (``pipeline/opcheck.py``, ``exporters/*_ops.py``) map every
+PyTorch, ONNX, TFLite and OpenVINO op to.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import ConfigError
+from edgeship.core.errors import ConfigError
+from edgeship.core.validation import format_errors
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -113,7 +115,4 @@ def load_profile(name_or_path: str | Path) -> OpProfile:
     try:
         return OpProfile.model_validate(data)
     except ValidationError as e:
-        lines = [f"{path}: invalid op-support profile"]
-        lines += [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-                  for err in e.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(format_errors(e, str(path), OpProfile, "op-support profile")) from None

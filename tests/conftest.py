@@ -25,11 +25,11 @@ def tiny_recipe(tmp_path: Path, **overrides: object) -> dict:
     recipe = {
         "name": "tiny",
         "output_dir": str(tmp_path / "runs"),
-        "model": {"source": "pipeline.zoo:digits_cnn",
+        "model": {"source": "edgeship.zoo:digits_cnn",
                   "input": {"shape": [1, 1, 12, 16], "mean": [0.5], "std": [0.5], "num_classes": 10}},
         "data": {"calibration": {"source": "digits", "samples": 64}, "validation": {"source": "digits", "samples": 96}},
         "stages": [{"type": "train", "epochs": 3, "lr": 0.01}],
-        "profile": {"threads": 1, "warmup": 1, "runs": 10},
+        "latency": {"threads": 1, "warmup": 1, "runs": 10},
     }
     for key, value in overrides.items():
         node = recipe

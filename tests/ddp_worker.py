@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from calibration.splits import make_splits
-from pipeline.distill.config import DistillConfig
-from pipeline.distill.engine import carve_holdout, distill_once
-from pipeline.zoo import digits_cnn
+from edgeship.calibration.splits import make_splits
+from edgeship.distill.config import DistillConfig
+from edgeship.distill.engine import carve_holdout, distill_once
+from edgeship.zoo import digits_cnn
 
 
 def main(out: Path) -> None:

@@ -11,7 +11,7 @@ def fixed_ten_classes(num_classes: int = 10) -> nn.Module:
 
 def zero_head(num_classes: int = 10) -> nn.Module:
     """A CNN whose classifier is zero-initialised, like torchvision's ViT: every logit is 0."""
-    from pipeline.zoo import digits_cnn
+    from edgeship.zoo import digits_cnn
 
     model = digits_cnn(num_classes)
     nn.init.zeros_(model[-1].weight)
@@ -29,7 +29,7 @@ def tiny_vit(num_classes: int = 10) -> nn.Module:
 
 def standalone_bn_cnn(num_classes: int = 10) -> nn.Module:
     """The digits CNN with a BatchNorm after its first ReLU (no conv to fold into), like archified ConvNeXt's."""
-    from pipeline.zoo import digits_cnn
+    from edgeship.zoo import digits_cnn
 
     model = digits_cnn(num_classes)
     model.insert(3, nn.BatchNorm2d(model[0].out_channels))

@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.archify import modules as m
-from pipeline.archify.rewrites import archify_model
-from pipeline.check import check, lint, pytorch_ops
-from pipeline.cli import main
-from pipeline.errors import ConfigError
-from pipeline.recipe import parse_recipe
-from pipeline.zoo import digits_cnn, digits_resnet
-from targets.profile import load_profile
+from edgeship.archify import modules as m
+from edgeship.archify.rewrites import archify_model
+from edgeship.cli import main
+from edgeship.core.errors import ConfigError
+from edgeship.opcheck import check, lint, pytorch_ops
+from edgeship.recipe import parse_recipe
+from edgeship.targets.profile import load_profile
+from edgeship.zoo import digits_cnn, digits_resnet
 from tests.conftest import load_report, tiny_recipe, write_recipe
 
 ARCHNET = load_profile("archnet")
@@ -74,7 +74,7 @@ def _se_net(gate: nn.Module) -> nn.Module:
 def _openvino_ops(model: nn.Module, x: torch.Tensor, tmp_path) -> set[str]:
     import openvino as ov
 
-    from targets.oplist import openvino_ops
+    from edgeship.exporters.openvino_ops import openvino_ops
 
     ov.save_model(ov.convert_model(torch.export.export(model.eval(), (x,))), str(tmp_path / "m.xml"))
     return {op for u in openvino_ops(tmp_path / "m.xml") for op in u.canonical}
@@ -165,13 +165,14 @@ def test_digits_resnet_archified_for_archnet_has_no_violation_left():
 
 # -- the linter --------------------------------------------------------------------------------------------------
 def test_linter_lists_every_violation_with_reason_and_count(tmp_path):
-    from exporters import get_exporter
-    from exporters.artifact import InputSpec
-    from exporters.base import ExportContext
+    from edgeship.core.artifact import InputSpec
+    from edgeship.exporters import get_format
+    from edgeship.exporters.base import ExportContext
 
     model = digits_resnet().eval()
     spec = InputSpec(shape=(1, 1, 16, 16), mean=(0.5,), std=(0.5,), num_classes=10)
-    onnx = get_exporter("onnx")(model, spec, ExportContext(out_dir=tmp_path, log_dir=tmp_path))
+    fmt = get_format("onnx")
+    onnx = fmt.exporter(model, spec, ExportContext(out_dir=tmp_path, log_dir=tmp_path), fmt.options())
     report = check(ARCHNET, model, torch.zeros(1, 1, 16, 16), {"onnx": onnx.path})
     found: dict[tuple[str, str, str], int] = {}
     for v in report.violations:  # rows differ by detail (kernel 5x5 vs 1x1): sum them per reason
@@ -188,20 +189,20 @@ def test_linter_lists_every_violation_with_reason_and_count(tmp_path):
 def test_check_cli_exit_codes(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: mine\nops: {conv: {}, layernorm: {}}\n")
-    assert main(["check", "pipeline.zoo:digits_resnet", "--profile", "archnet", "--input-shape", "1,1,16,16",
+    assert main(["check", "edgeship.zoo:digits_resnet", "--profile", "archnet", "--input-shape", "1,1,16,16",
                  "--num-classes", "10", "--json", str(tmp_path / "c.json")]) == 3
     assert (tmp_path / "c.json").is_file()
-    assert main(["check", "pipeline.zoo:digits_resnet", "--profile", "archnet", "--input-shape", "1,1,16,16",
+    assert main(["check", "edgeship.zoo:digits_resnet", "--profile", "archnet", "--input-shape", "1,1,16,16",
                  "--warn-only"]) == 0
-    assert main(["check", "pipeline.zoo:digits_cnn", "--profile", "cpu", "--input-shape", "1,1,16,16"]) == 0
-    assert main(["check", "pipeline.zoo:digits_cnn", "--profile", "tpu"]) == 2
-    assert main(["check", "pipeline.zoo:digits_cnn", "--profile", str(bad)]) == 2
+    assert main(["check", "edgeship.zoo:digits_cnn", "--profile", "cpu", "--input-shape", "1,1,16,16"]) == 0
+    assert main(["check", "edgeship.zoo:digits_cnn", "--profile", "tpu"]) == 2
+    assert main(["check", "edgeship.zoo:digits_cnn", "--profile", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "unknown op-support profile 'tpu'" in err and "'layernorm'" in err and "layer_norm" in err
 
 
 def test_a_run_whose_model_violates_the_profile_exits_3(tmp_path):
-    recipe = tiny_recipe(tmp_path, **{"profile.enabled": False, "export.formats": ["onnx"],
+    recipe = tiny_recipe(tmp_path, **{"latency.enabled": False, "export.formats": ["onnx"],
                                       "check": {"profile": "archnet", "fail_on_unsupported": True}})
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 3
     report = load_report(tmp_path / "run")
@@ -210,7 +211,7 @@ def test_a_run_whose_model_violates_the_profile_exits_3(tmp_path):
 
 # -- the stage ---------------------------------------------------------------------------------------------------
 def archify_recipe(tmp, **archify: object) -> dict:
-    return tiny_recipe(tmp, **{"model.source": "pipeline.zoo:digits_resnet", "profile.enabled": False,
+    return tiny_recipe(tmp, **{"model.source": "edgeship.zoo:digits_resnet", "latency.enabled": False,
                                "model.input.shape": [1, 1, 16, 16],
                                "stages": [{"type": "train", "epochs": 3, "lr": 0.01},
                                           {"type": "archify", "profile": "archnet", **archify}],
@@ -225,7 +226,7 @@ def test_short_archify_run_ends_with_zero_violations_on_every_level(tmp_path):
     assert report["check"]["passed"] and set(report["check"]["ops_seen"]) == {"pytorch", "onnx", "tflite",
                                                                               "openvino"}
     a = report["stages"][1]["metrics"]
-    assert a["violations_left"] == 0 and [p["targets"] for p in a["distill"]["periods"]] == [1, 2, 3, 4, 4]
+    assert a["violations_left"] == 0 and [p["blocks"] for p in a["distill"]["periods"]] == [1, 2, 3, 4, 4]
     assert a["quantized_student_vs_teacher"]["agreement"] > 0.8
     assert all(r["metrics"]["top1_agreement"] >= 0.995 for r in report["results"] if r["gated"])
     # resume rebuilds the student from the rewrites and reloads the trained integers
@@ -234,7 +235,7 @@ def test_short_archify_run_ends_with_zero_violations_on_every_level(tmp_path):
 
 
 def test_train_only_heads_never_reach_the_student(tmp_path):
-    from pipeline.archify.blockwise import BlockwiseOptions, distill_blockwise
+    from edgeship.archify.blockwise import BlockwiseOptions, distill_blockwise
 
     teacher = digits_resnet().eval()
     student, _ = archify_model(teacher, ARCHNET, torch.randn(2, 1, 16, 16))
@@ -244,7 +245,7 @@ def test_train_only_heads_never_reach_the_student(tmp_path):
     result = distill_blockwise(student, teacher, x, x[:16], BlockwiseOptions(stem_epochs=1, period_epochs=0,
                                                                              final_epochs=1),
                                0, tmp_path, lambda _m: None)
-    assert result["targets"] and result["periods"][-1]["final"]
+    assert result["blocks"] and result["periods"][-1]["final"]
     assert set(student.state_dict()) == keys  # heads lived in the objective only
     assert sum(len(mod._forward_hooks) for mod in student.modules()) == hooks
 
@@ -264,7 +265,7 @@ def test_bad_archify_configs_name_the_field(tmp_path):
     (dict(op="Einsum", canonical=("?Einsum",)), "unmapped_op"),
 ])
 def test_every_reason_code_fires_and_the_cpu_profile_accepts_all(use, reason):
-    from targets.oplist import OpUse
+    from edgeship.core.ops import OpUse
 
     op = OpUse(level="onnx", where="n0", **use)
     assert [v.reason for v in lint([op], ARCHNET)] == [reason]
@@ -272,8 +273,8 @@ def test_every_reason_code_fires_and_the_cpu_profile_accepts_all(use, reason):
 
 
 def test_bit_widths_the_profile_does_not_run_are_violations():
-    from pipeline.check import bit_violations
-    from pipeline.quant.config import LayerBits
+    from edgeship.opcheck import bit_violations
+    from edgeship.quant.bits import LayerBits
 
     bits = [LayerBits("0", "Conv2d", 8, 8, "first conv"), LayerBits("3", "Conv2d", 4, 8, "global"),
             LayerBits("6", "Conv2d", 4, 8, "global"), LayerBits("11", "Linear", 8, 4, "override")]
@@ -283,7 +284,7 @@ def test_bit_widths_the_profile_does_not_run_are_violations():
 
 
 def test_batch_norms_that_replace_layer_norms_take_the_data_statistics():
-    from pipeline.training import reestimate_batch_norms
+    from edgeship.training.supervised import reestimate_batch_norms
 
     model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 3)).eval()
     x = torch.randn(64, 5, 4) * 3 + 1
@@ -308,3 +309,10 @@ def test_archified_student_trains_when_a_swapped_activation_feeds_an_in_place_op
     assert not any(getattr(mod, "inplace", False) for mod in student.modules())
     student.train()
     student(torch.randn(8, 1, 4, 4)).sum().backward()
+
+
+def test_rewrite_names_in_config_match_the_rewrites():
+    from edgeship.archify.config import REWRITE_NAMES
+    from edgeship.archify.rewrites import REWRITES
+
+    assert tuple(REWRITES) == REWRITE_NAMES  # the config validates recipe names against REWRITE_NAMES

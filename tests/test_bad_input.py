@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.zoo import digits_cnn
+from edgeship.cli import main
+from edgeship.zoo import digits_cnn
 from tests.conftest import tiny_recipe, write_recipe
 
 
@@ -73,7 +73,7 @@ def test_weights_that_do_not_match_the_architecture(tmp_path, capsys):
 
 
 def test_matching_weights_load_and_ddp_prefix_is_stripped(tmp_path):
-    from pipeline.models import load_weights
+    from edgeship.models import load_weights
 
     src = digits_cnn()
     path = tmp_path / "ddp.pt"
@@ -89,7 +89,7 @@ def test_unknown_model_name(tmp_path, capsys):
 
 
 def test_unknown_factory_and_malformed_source(tmp_path, capsys):
-    code, err = run_cli(tmp_path, capsys, tiny_recipe(tmp_path, **{"model.source": "pipeline.zoo:no_such"}))
+    code, err = run_cli(tmp_path, capsys, tiny_recipe(tmp_path, **{"model.source": "edgeship.zoo:no_such"}))
     assert code == 2 and "has no attribute 'no_such'" in err
     code, err = run_cli(tmp_path, capsys, tiny_recipe(tmp_path, **{"model.source": "resnet18"}))
     assert code == 2 and "expected torchvision:<name>" in err
@@ -97,7 +97,7 @@ def test_unknown_factory_and_malformed_source(tmp_path, capsys):
 
 def test_model_from_python_file(tmp_path, capsys):
     f = tmp_path / "mymodel.py"
-    f.write_text("from pipeline.zoo import digits_cnn\n\ndef build(num_classes):\n    return digits_cnn(num_classes)\n")
+    f.write_text("from edgeship.zoo import digits_cnn\n\ndef build(num_classes):\n    return digits_cnn(num_classes)\n")
     code, err = run_cli(tmp_path, capsys, tiny_recipe(tmp_path, **{"model.source": f"{f}:buld"}))
     assert code == 2 and "has no 'buld'" in err and "build" in err
 

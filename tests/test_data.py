@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from calibration.preprocess import preprocess
-from calibration.sources import load_source
-from calibration.splits import make_splits
-from pipeline.errors import DataError
+from edgeship.calibration.preprocess import preprocess
+from edgeship.calibration.sources import load_source
+from edgeship.calibration.splits import make_splits
+from edgeship.core.errors import DataError
 
 SHAPE = (1, 16, 16)
 

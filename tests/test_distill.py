@@ -10,12 +10,12 @@ import onnx
 import pytest
 import torch
 
-from pipeline.distill.config import DistillConfig, LossSpec
-from pipeline.distill.engine import carve_holdout, distill_once, tune_label_preservation
-from pipeline.distill.losses import Outputs, ProjectorRegression, SimilarityPreserving, kd_loss
-from pipeline.distill.objective import DistillObjective
-from pipeline.metrics import label_metrics
-from pipeline.zoo import digits_cnn
+from edgeship.distill.config import DistillConfig, LossSpec
+from edgeship.distill.engine import carve_holdout, distill_once, tune_label_preservation
+from edgeship.distill.losses import Outputs, ProjectorRegression, SimilarityPreserving, kd_loss
+from edgeship.distill.objective import DistillObjective
+from edgeship.metrics import label_metrics
+from edgeship.zoo import digits_cnn
 from tests.conftest import gated_results, load_report, tiny_recipe, write_recipe
 
 
@@ -63,7 +63,7 @@ def test_label_metrics_follow_methods_md():
 
 
 def _digits_data(seed: int = 0):
-    from calibration.splits import make_splits
+    from edgeship.calibration.splits import make_splits
 
     s = make_splits("digits", "digits", 64, 96, seed, (1, 12, 12), (0.5,), (0.5,))
     return carve_holdout(s.train.x[:400], s.train.y[:400], 0.2, seed, s.validation.x, s.validation.y)
@@ -89,7 +89,7 @@ def test_feature_heads_train_and_hooks_are_removed():
 
 
 def test_unknown_feature_module_is_a_config_error():
-    from pipeline.errors import ConfigError
+    from edgeship.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no module named 'nope'.*modules: 0, 1"):
         DistillObjective(digits_cnn(), digits_cnn(), [LossSpec(type="hint", student="nope", teacher="3")],
@@ -136,7 +136,7 @@ def _prune_distill_recipe(tmp_path, distill: dict, formats: list[str]) -> dict:
 
 
 def test_prune_then_distill_exports_only_the_student(tmp_path, capsys):
-    from pipeline.cli import main
+    from edgeship.cli import main
 
     recipe = _prune_distill_recipe(tmp_path, {"method": "kd", "losses": [
         {"type": "hint", "student": "3", "teacher": "3", "weight": 10},
@@ -152,7 +152,7 @@ def test_prune_then_distill_exports_only_the_student(tmp_path, capsys):
     # the ONNX file holds exactly the student's parameters (BN folded or not): no regressor, no projector
     model = onnx.load(run_dir / "artifacts" / "model.onnx")
     onnx_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
-    from pipeline.structure import load_structured
+    from edgeship.structure import load_structured
 
     student = digits_cnn()
     load_structured(student, run_dir / "stages" / "02-prune" / "model.safetensors",
@@ -162,7 +162,7 @@ def test_prune_then_distill_exports_only_the_student(tmp_path, capsys):
 
 
 def test_born_again_and_teacher_assistant_chain(tmp_path):
-    from pipeline.cli import main
+    from edgeship.cli import main
 
     recipe = tiny_recipe(tmp_path, stages=[
         {"type": "train", "epochs": 3, "lr": 0.01},
@@ -171,7 +171,7 @@ def test_born_again_and_teacher_assistant_chain(tmp_path):
         {"type": "prune", "criterion": "l1", "target_macs": 0.6},
         {"type": "distill", "teacher": "previous_distill", "trainer": {"epochs": 1}},   # assistant -> student
         {"type": "distill", "teacher": "stage_input", "reinit": True, "generations": 2, "trainer": {"epochs": 1}},
-    ], **{"export.formats": ["onnx"], "validate.enabled": False, "profile.enabled": False})
+    ], **{"export.formats": ["onnx"], "validate.enabled": False, "latency.enabled": False})
     assert main(["run", str(write_recipe(tmp_path, recipe))]) == 0
     stages = load_report(tmp_path / "runs" / "tiny")["stages"]
     first, chain, born = stages[2]["metrics"], stages[4]["metrics"], stages[5]["metrics"]
@@ -180,7 +180,7 @@ def test_born_again_and_teacher_assistant_chain(tmp_path):
 
 
 def test_distill_on_unlabeled_data_needs_a_label_free_method(tmp_path, capsys):
-    from pipeline.cli import main
+    from edgeship.cli import main
 
     recipe = _prune_distill_recipe(tmp_path, {"method": "label_preservation"}, ["onnx"])
     recipe["stages"][0] = {"type": "prune", "criterion": "l1", "target_macs": 0.6}
@@ -203,10 +203,10 @@ def test_decisions_need_held_out_rows():
 
 
 def test_distill_after_quantize_is_an_error(tmp_path, capsys):
-    from pipeline.cli import main
+    from edgeship.cli import main
 
     recipe = tiny_recipe(tmp_path, stages=[{"type": "quantize"}, {"type": "distill"}],
-                         **{"profile.enabled": False, "export.formats": ["onnx"]})
+                         **{"latency.enabled": False, "export.formats": ["onnx"]})
     assert main(["run", str(write_recipe(tmp_path, recipe))]) == 2
     assert "distill must come before quantize" in capsys.readouterr().err
 
@@ -214,7 +214,7 @@ def test_distill_after_quantize_is_an_error(tmp_path, capsys):
 @pytest.mark.parametrize("refit", [True, False])
 def test_tuned_student_refits_on_the_held_out_rows_too(tmp_path, refit):
     """The held-out rows only choose (α, β, T): with refit the final student trains on every row."""
-    from pipeline.cli import main
+    from edgeship.cli import main
 
     tune = {"alpha": [1.0], "beta": [0.1], "temperature": [2.0], "trials": 1, "refit": refit}
     recipe = _prune_distill_recipe(tmp_path, {"method": "label_preservation", "tune": tune}, ["onnx"])

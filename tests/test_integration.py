@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline._io import sha256_file
-from pipeline.cli import main
+from edgeship.cli import main
+from edgeship.core.io import sha256_file
 from tests.conftest import gated_results, load_report, tiny_recipe, write_recipe
 
 
@@ -71,19 +71,19 @@ def test_perturbed_artifact_fails_the_gate(tiny_run, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from calibration.splits import make_splits
-    from exporters.artifact import Artifact
-    from pipeline.gates import evaluate_gates
-    from pipeline.metrics import compare, reference_health
-    from pipeline.recipe import GateConfig
-    from targets.onnxruntime import OnnxRuntimeTarget
+    from edgeship.calibration.splits import make_splits
+    from edgeship.core.artifact import Artifact
+    from edgeship.gates import evaluate_gates
+    from edgeship.metrics import compare, reference_health
+    from edgeship.recipe import GateConfig
+    from edgeship.targets.onnxruntime import OnnxRuntimeSession
 
     _, run_dir, _ = tiny_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
     artifact = Artifact.from_dict(manifest["artifacts"]["onnx"], run_dir)
     splits = make_splits("digits", "digits", 64, 96, 0, (1, 12, 16), [0.5], [0.5])
     x = splits.validation.x
-    ref = OnnxRuntimeTarget(artifact, threads=1).run(x)  # the exact artifact as reference: passes every gate
+    ref = OnnxRuntimeSession(artifact, threads=1).run(x)  # the exact artifact as reference: passes every gate
 
     model = onnx.load(str(artifact.path))
     conv = next(t for t in model.graph.initializer if len(t.dims) == 4)
@@ -91,7 +91,7 @@ def test_perturbed_artifact_fails_the_gate(tiny_run, tmp_path):
     bad = tmp_path / "perturbed.onnx"
     onnx.save(model, str(bad))
     perturbed = Artifact.from_dict({**manifest["artifacts"]["onnx"], "path": str(bad), "files": [str(bad)]}, Path("/"))
-    out = OnnxRuntimeTarget(perturbed, threads=1).run(x)
+    out = OnnxRuntimeSession(perturbed, threads=1).run(x)
 
     health = reference_health(ref)
     assert all(g.passed for g in evaluate_gates(compare(ref, ref, splits.validation.y), health, GateConfig()))
@@ -102,7 +102,7 @@ def test_perturbed_artifact_fails_the_gate(tiny_run, tmp_path):
 
 def test_zero_head_reference_fails_with_exit_4(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path, stages=[], **{"model.source": "tests.models:zero_head",
-                                                  "export.formats": ["onnx"], "profile.enabled": False})
+                                                  "export.formats": ["onnx"], "latency.enabled": False})
     code = main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")])
     assert code == 4
     err = capsys.readouterr().err
@@ -119,7 +119,7 @@ def test_resume_reuses_unchanged_stages_and_reruns_changed(tiny_run, tmp_path):
     _, shared_dir, recipe = tiny_run
     run_dir = tmp_path / "run"
     shutil.copytree(shared_dir, run_dir)  # the other tests keep the shared run as it was
-    common = ["--set", "export.formats=[onnx]", "--set", "profile.enabled=false", "--out", str(run_dir)]
+    common = ["--set", "export.formats=[onnx]", "--set", "latency.enabled=false", "--out", str(run_dir)]
     assert main(["run", str(recipe), "--resume", *common]) == 0
     stage = json.loads((run_dir / "manifest.json").read_text())["stages"][0]
     assert stage["reused"] is True
@@ -128,15 +128,15 @@ def test_resume_reuses_unchanged_stages_and_reruns_changed(tiny_run, tmp_path):
     assert stage["reused"] is False and stage["config"]["epochs"] == 1
 
 
-def test_target_rejects_wrong_input_with_uniform_wording(tiny_run):
-    from exporters.artifact import Artifact
-    from targets import TARGETS, get_target_class
-    from targets.base import InputMismatch
+def test_every_runtime_rejects_wrong_input_with_uniform_wording(tiny_run):
+    from edgeship.core.artifact import Artifact
+    from edgeship.targets import RUNTIMES, open_session
+    from edgeship.targets.base import InputMismatch
 
     _, run_dir, _ = tiny_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    for name, (fmt, _) in TARGETS.items():
-        target = get_target_class(name)(Artifact.from_dict(manifest["artifacts"][fmt], run_dir), threads=1)
+    for name, runtime in RUNTIMES.items():
+        target, _ = open_session(name, Artifact.from_dict(manifest["artifacts"][runtime.formats[0]], run_dir), 1)
         with pytest.raises(InputMismatch, match=r"expects shape \(N>=1, 1, 12, 16\) in NCHW; got \(1, 12, 16, 1\)"):
             target.run(np.zeros((1, 12, 16, 1), dtype=np.float32))
         with pytest.raises(InputMismatch, match="expects float32; got float64"):
@@ -144,9 +144,9 @@ def test_target_rejects_wrong_input_with_uniform_wording(tiny_run):
 
 
 def test_corrupt_artifact_is_reported_with_its_path(tiny_run, tmp_path):
-    from exporters.artifact import Artifact
-    from pipeline.errors import ArtifactError
-    from targets.litert import LiteRTTarget
+    from edgeship.core.artifact import Artifact
+    from edgeship.core.errors import ArtifactError
+    from edgeship.targets.litert import LiteRTSession
 
     _, run_dir, _ = tiny_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -156,4 +156,4 @@ def test_corrupt_artifact_is_reported_with_its_path(tiny_run, tmp_path):
     artifact = Artifact.from_dict({**manifest["artifacts"]["tflite"], "path": str(bad), "files": [str(bad)]},
                                   Path("/"))
     with pytest.raises(ArtifactError, match="litert could not load .*model.tflite"):
-        LiteRTTarget(artifact, threads=1).load()
+        LiteRTSession(artifact, threads=1).load()

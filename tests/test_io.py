@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline._io import atomic_path, atomic_write_text, clean_stale_temporaries
+from edgeship.core.io import atomic_path, atomic_write_text, clean_stale_temporaries
 
 
 def test_failed_write_leaves_previous_content(tmp_path):

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.gates import evaluate_gates
-from pipeline.metrics import (
+from edgeship.gates import evaluate_gates
+from edgeship.metrics import (
     compare,
     cosine,
     mismatch_when_reference_correct,
@@ -16,7 +16,7 @@ from pipeline.metrics import (
     top1_agreement,
     topk_overlap,
 )
-from pipeline.recipe import GateConfig
+from edgeship.recipe import GateConfig
 
 REF = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 5.0], [2.0, 1.0, 0.0]], dtype=np.float32)
 OUT = np.array([[3.0, 1.0, 0.0], [0.0, 1.0, 2.0], [1.0, 0.0, 5.0], [0.0, 1.0, 0.5]], dtype=np.float32)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.errors import ConfigError
-from pipeline.recipe import parse_recipe
-from pipeline.stages.prune import PruneConfig, budget_notes
+from edgeship.cli import main
+from edgeship.core.errors import ConfigError
+from edgeship.recipe import parse_recipe
+from edgeship.stages.prune import PruneConfig, budget_notes
 from tests.conftest import gated_results, load_report, tiny_recipe, write_recipe
 from tests.models import tiny_vit
 
 
 def prune_recipe(tmp, **prune: object) -> dict:
     return tiny_recipe(tmp, stages=[{"type": "train", "epochs": 3, "lr": 0.01}, {"type": "prune", **prune}],
-                       **{"profile.enabled": False, "export.formats": ["onnx"]})
+                       **{"latency.enabled": False, "export.formats": ["onnx"]})
 
 
 def run_prune(tmp, **prune: object) -> dict:
@@ -94,7 +94,7 @@ def test_pruned_model_exports_to_all_formats_and_reloads_exactly(tmp_path):
 
 def test_prune_after_quantize_is_an_error(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path, stages=[{"type": "quantize"}, {"type": "prune", "ratio": 0.5}],
-                         **{"profile.enabled": False, "export.formats": ["onnx"]})
+                         **{"latency.enabled": False, "export.formats": ["onnx"]})
     assert main(["run", str(write_recipe(tmp_path, recipe))]) == 2
     assert "prune must come before quantize" in capsys.readouterr().err
 
@@ -105,7 +105,7 @@ def test_structure_record_round_trips_pruned_torchvision_models(tmp_path, arch):
     import torch_pruning as tp
     import torchvision
 
-    from pipeline.structure import load_structured, save_structured
+    from edgeship.structure import load_structured, save_structured
 
     model = torchvision.models.get_model(arch, num_classes=10).eval()
     x = torch.rand(2, 3, 64, 64)
@@ -121,7 +121,7 @@ def test_structure_record_round_trips_pruned_torchvision_models(tmp_path, arch):
 
 def test_pruned_run_times_the_unpruned_model_on_the_same_runtime(tmp_path):
     recipe = prune_recipe(tmp_path, criterion="l1", target_macs=0.5)
-    recipe["profile"] = {"threads": 1, "warmup": 1, "runs": 10}
+    recipe["latency"] = {"threads": 1, "warmup": 1, "runs": 10}
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     row = next(r for r in load_report(tmp_path / "run")["results"] if r["target"] == "onnxruntime")
     assert row["speedup_vs_baseline"] == pytest.approx(row["baseline_latency"]["p50"] / row["latency"]["p50"],
@@ -134,8 +134,8 @@ def test_vision_transformer_prunes_with_whole_heads_kept_and_round_trips(tmp_pat
     import torch
     import torchvision
 
-    from pipeline.stages.prune import _attention_round_to, sync_derived_attributes
-    from pipeline.structure import load_structured, save_structured
+    from edgeship.stages.prune import _attention_round_to, sync_derived_attributes
+    from edgeship.structure import load_structured, save_structured
 
     def vit() -> torch.nn.Module:
         return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
@@ -160,9 +160,9 @@ def test_vision_transformer_prunes_with_whole_heads_kept_and_round_trips(tmp_pat
 def test_whole_attention_heads_are_removed_then_the_channel_budget(tmp_path):
     import torch
 
-    from pipeline.attention import HeadAttention, split_attention
-    from pipeline.stage import ModelState, StageContext
-    from pipeline.stages.prune import PruneConfig, PruneStage
+    from edgeship.attention import HeadAttention, split_attention
+    from edgeship.stage import ModelState, StageContext
+    from edgeship.stages.prune import PruneConfig, PruneStage
 
     def vit() -> torch.nn.Module:
         return tiny_vit().eval()
@@ -175,8 +175,8 @@ def test_whole_attention_heads_are_removed_then_the_channel_budget(tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
 
-    from calibration.splits import make_splits
-    from exporters.artifact import InputSpec
+    from edgeship.calibration.splits import make_splits
+    from edgeship.core.artifact import InputSpec
 
     splits = make_splits("digits", "digits", 8, 8, 0, (3, 32, 32), (0.5,) * 3, (0.5,) * 3)
     spec = InputSpec(shape=(1, 3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=10)
@@ -200,7 +200,7 @@ def test_head_pruned_vision_transformer_exports_to_all_formats(tmp_path):
                                             "heads_ratio": 0.5}],
                          **{"model.source": "tests.models:tiny_vit", "model.input.shape": [1, 3, 32, 32],
                             "model.input.mean": [0.5, 0.5, 0.5], "model.input.std": [0.5, 0.5, 0.5],
-                            "profile.enabled": False, "validate.gates.top1_agreement_min": 1.0})
+                            "latency.enabled": False, "validate.gates.top1_agreement_min": 1.0})
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     assert load_report(tmp_path / "run")["stages"][1]["metrics"]["attention_heads"] == {"before": 8, "after": 4}
     assert all(r["metrics"]["top1_agreement"] == 1.0 for r in gated_results(tmp_path / "run").values())

@@ -10,12 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from calibration.estimators import DecisiveLogitsObserver, MSEObserver, PerChannelMSEObserver, percentile_observer
-from pipeline.errors import ConfigError
-from pipeline.quant.config import QuantizeConfig, resolve_bits
-from pipeline.quant.lsq import LSQFakeQuantize, grad_scale, lsq_quantize, round_ste
-from pipeline.quant.pt2e import act_range, weight_range
-from pipeline.zoo import digits_cnn
+from edgeship.calibration.estimators import (
+    DecisiveLogitsObserver,
+    MSEObserver,
+    PerChannelMSEObserver,
+    percentile_observer,
+)
+from edgeship.core.errors import ConfigError
+from edgeship.quant.bits import resolve_bits
+from edgeship.quant.config import QuantizeConfig
+from edgeship.quant.lsq import LSQFakeQuantize, grad_scale, lsq_quantize, round_ste
+from edgeship.quant.pt2e import act_range, weight_range
+from edgeship.zoo import digits_cnn
 
 
 def test_lsq_forward_rounds_and_clamps():
@@ -93,7 +99,7 @@ def test_override_can_lower_the_first_conv():
                                  {"act_bits": 32},
                                  {"overrides": [{"match": "(", "weight_bits": 4}]}, {"mode": "gptq"}])
 def test_bad_quantize_config_is_a_config_error(bad, tmp_path):
-    from pipeline.recipe import parse_recipe
+    from edgeship.recipe import parse_recipe
     from tests.conftest import tiny_recipe
 
     with pytest.raises(ConfigError, match="stages.1"):
@@ -136,7 +142,7 @@ def _qat_prepared(weight_bits: int, quantizer: str) -> tuple[torch.fx.GraphModul
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
-    from pipeline.quant.pt2e import build_quantizer, dynamic_batch_export
+    from edgeship.quant.pt2e import build_quantizer, dynamic_batch_export
 
     model = digits_cnn().eval()
     cfg = QuantizeConfig(type="quantize", mode="qat", weight_bits=weight_bits, qat={"quantizer": quantizer})
@@ -161,7 +167,7 @@ def test_lsq_trains_inside_a_prepared_graph():
 
 
 def test_function_matching_augmentation_is_seeded_and_shape_preserving():
-    from pipeline.distill.losses import augment_batch, kd_loss
+    from edgeship.distill.losses import augment_batch, kd_loss
 
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
     a = augment_batch(x, "shift+mixup", torch.Generator().manual_seed(3))
@@ -174,10 +180,10 @@ def test_function_matching_augmentation_is_seeded_and_shape_preserving():
 
 def test_qat_leaves_the_float_model_untouched(tmp_path):
     """The float model is the teacher and the second reference: QAT must train a copy."""
-    from calibration.splits import make_splits
-    from exporters.artifact import InputSpec
-    from pipeline.stage import ModelState, StageContext
-    from pipeline.stages.quantize import QuantizeStage
+    from edgeship.calibration.splits import make_splits
+    from edgeship.core.artifact import InputSpec
+    from edgeship.stage import ModelState, StageContext
+    from edgeship.stages.quantize import QuantizeStage
 
     model = digits_cnn().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -187,12 +193,12 @@ def test_qat_leaves_the_float_model_untouched(tmp_path):
     spec = InputSpec(shape=(1, 1, 16, 16), mean=(0.5,), std=(0.5,), num_classes=10)
     result = stage.run(ModelState(model=model, spec=spec), StageContext(tmp_path, splits, 0, lambda m: None))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(torch.equal(before[k], v) for k, v in result.state.extras["float_model"].state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in result.state.float_model.state_dict().items())
 
 
 def test_dorefa_weights_levels_and_fixed_activation_range():
     """2^b symmetric levels with no zero, straight-through gradients; post-ReLU activations on a fixed [0, 10]."""
-    from pipeline.quant.dorefa import DoReFaActFakeQuantize, DoReFaWeightFakeQuantize
+    from edgeship.quant.dorefa import DoReFaActFakeQuantize, DoReFaWeightFakeQuantize
 
     fq = DoReFaWeightFakeQuantize(quant_min=-3, quant_max=3)
     w = torch.randn(8, 4, 3, 3, requires_grad=True)
@@ -227,8 +233,8 @@ def test_dorefa_weights_must_be_baked_before_convert():
     computes what QAT trained); unbaked, the raw weights round onto other integers, zero included."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from pipeline.quant.dorefa import bake_dorefa_weights
-    from pipeline.quant.pt2e import finish
+    from edgeship.quant.dorefa import bake_dorefa_weights
+    from edgeship.quant.pt2e import finish
 
     def weight_integers(gm: torch.fx.GraphModule) -> set[float]:
         """The integers of every 2-bit (DoReFa range +-3) per-channel weight quantize in ``gm``."""
@@ -258,7 +264,7 @@ def test_logits_keep_their_whole_range_whatever_the_estimator():
     (two top logits clipped to one level tie)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from pipeline.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish
+    from edgeship.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish
 
     torch.manual_seed(0)
     model = digits_cnn().eval()
@@ -311,7 +317,7 @@ def test_logits_range_option_picks_the_classifier_output_observer():
     from torchao.quantization.pt2e.observer import MinMaxObserver
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from pipeline.quant.pt2e import build_quantizer, dynamic_batch_export
+    from edgeship.quant.pt2e import build_quantizer, dynamic_batch_export
 
     model = digits_cnn().eval()
     x = torch.randn(4, 1, 16, 16)

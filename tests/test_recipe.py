@@ -2,8 +2,9 @@
 
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.recipe import apply_override, load_recipe, parse_recipe
+from edgeship import load_recipe
+from edgeship.core.errors import ConfigError
+from edgeship.recipe import apply_override, parse_recipe
 from tests.conftest import tiny_recipe, write_recipe
 
 
@@ -22,9 +23,9 @@ def test_single_mean_broadcasts_to_channels(tmp_path):
 
 def test_unknown_key_lists_valid_keys(tmp_path):
     with pytest.raises(ConfigError) as e:
-        parse_recipe(tiny_recipe(tmp_path, **{"profile.thread": 4}))
+        parse_recipe(tiny_recipe(tmp_path, **{"latency.thread": 4}))
     msg = str(e.value)
-    assert "profile.thread" in msg and "did you mean 'threads'" in msg and "warmup" in msg
+    assert "latency.thread" in msg and "did you mean 'threads'" in msg and "warmup" in msg
 
 
 def test_unknown_top_level_key(tmp_path):
@@ -60,14 +61,56 @@ def test_bad_format_and_gate_range(tmp_path):
 
 def test_overrides_apply_and_validate(tmp_path):
     path = write_recipe(tmp_path, tiny_recipe(tmp_path))
-    r = load_recipe(path, ["profile.threads=3", "stages.0.epochs=1", "export.formats=[onnx]"])
-    assert r.profile.threads == 3 and r.stages[0].model_dump()["epochs"] == 1 and r.export.formats == ["onnx"]
-    with pytest.raises(ConfigError, match="profile.threads"):
-        load_recipe(path, ["profile.threads=zero"])
+    r = load_recipe(path, ["latency.threads=3", "stages.0.epochs=1", "export.formats=[onnx]"])
+    assert r.latency.threads == 3 and r.stages[0].epochs == 1 and r.export.formats == ["onnx"]
+    with pytest.raises(ConfigError, match="latency.threads"):
+        load_recipe(path, ["latency.threads=zero"])
     with pytest.raises(ConfigError, match="key=value"):
-        load_recipe(path, ["profile.threads"])
+        load_recipe(path, ["latency.threads"])
     with pytest.raises(ConfigError, match="stages has 1 entries"):
         load_recipe(path, ["stages.5.epochs=1"])
+
+
+def test_deprecated_profile_key_still_works_with_a_note(tmp_path):
+    old = tiny_recipe(tmp_path)
+    old["profile"] = old.pop("latency")
+    r = parse_recipe(old)
+    assert r.latency.threads == 1 and r.deprecations == [
+        "profile is deprecated: the key is now latency (the old name still works)"]
+    # --set with either name reaches the section, whichever name the file uses
+    path = write_recipe(tmp_path, old)
+    assert load_recipe(path, ["latency.threads=3"]).latency.threads == 3
+    assert load_recipe(write_recipe(tmp_path, tiny_recipe(tmp_path), "new.yaml"),
+                       ["profile.threads=4"]).latency.threads == 4
+    both = {**tiny_recipe(tmp_path), "profile": {"threads": 2}}
+    with pytest.raises(ConfigError, match="deprecated name of latency: give only latency"):
+        parse_recipe(both)
+    assert parse_recipe(tiny_recipe(tmp_path)).deprecations == []
+
+
+def test_stage_entries_are_typed_configs(tmp_path):
+    from edgeship.prune.config import PruneConfig
+
+    r = parse_recipe(tiny_recipe(tmp_path, stages=[{"type": "train"}, {"type": "prune", "ratio": 0.5}]))
+    assert isinstance(r.stages[1], PruneConfig) and r.stages[1].ratio == 0.5
+    with pytest.raises(ConfigError, match=r"stages.1.ratio: Input should be greater than 0"):
+        parse_recipe(tiny_recipe(tmp_path, stages=[{"type": "train"}, {"type": "prune", "ratio": -1}]))
+    with pytest.raises(ConfigError, match="stages.0.type: missing 'type'; valid stages: train"):
+        parse_recipe(tiny_recipe(tmp_path, stages=[{"epochs": 1}]))
+
+
+def test_validate_runtimes_are_checked_against_the_registry(tmp_path):
+    r = parse_recipe(tiny_recipe(tmp_path))
+    assert r.validate_.runtimes == {"onnx": ["onnxruntime"], "tflite": ["litert"],
+                                    "openvino": ["openvino", "openvino@default"]}
+    r = parse_recipe(tiny_recipe(tmp_path, **{"validate.runtimes": {"onnx": ["onnxruntime", "openvino"]}}))
+    assert r.validate_.runtimes["onnx"] == ["onnxruntime", "openvino"] and r.validate_.runtimes["tflite"] == ["litert"]
+    for bad, needle in (({"onnx": ["tensorrt"]}, "unknown runtime 'tensorrt'; valid runtimes: onnxruntime"),
+                        ({"onnx": ["litert"]}, "runtime litert reads tflite, not onnx"),
+                        ({"onnx": ["openvino@turbo"]}, "variants of openvino: openvino@default"),
+                        ({"coreml": ["onnxruntime"]}, "unknown format 'coreml'")):
+        with pytest.raises(ConfigError, match=needle):
+            parse_recipe(tiny_recipe(tmp_path, **{"validate.runtimes": bad}))
 
 
 def test_apply_override_parses_yaml_values():

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.trainer import CHECKPOINT, Trainer, TrainerConfig
-from pipeline.training import CrossEntropyObjective
+from edgeship.training.config import TrainerConfig
+from edgeship.training.supervised import CrossEntropyObjective
+from edgeship.training.trainer import CHECKPOINT, Trainer
 from tests.conftest import ROOT
 
 
@@ -97,7 +98,7 @@ def test_restore_best_returns_the_best_epochs_weights():
 
 
 def test_schedules_warm_up_then_decay_or_hold():
-    from pipeline.trainer import _optimizer, _scheduler
+    from edgeship.training.trainer import _optimizer, _scheduler
 
     for schedule, last in (("cosine", 0.0), ("constant", 0.05)):
         cfg = CFG.model_copy(update={"schedule": schedule, "warmup_epochs": 1})
@@ -123,7 +124,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     for k, v in ranks[0]["state"].items():
         assert torch.equal(v, ranks[1]["state"][k]), k
     torch.manual_seed(1)
-    from pipeline.zoo import digits_cnn
+    from edgeship.zoo import digits_cnn
 
     initial = digits_cnn(width=4).state_dict()
     assert not torch.equal(initial["0.weight"], ranks[0]["state"]["0.weight"])  # it trained
@@ -136,11 +137,11 @@ def test_edgeship_run_under_torchrun_trains_with_ddp_and_rank_0_reports(tmp_path
     recipe = tiny_recipe(tmp_path, stages=[{"type": "train", "epochs": 2, "lr": 0.01},
                                            {"type": "prune", "criterion": "l1", "target_macs": 0.6},
                                            {"type": "distill", "trainer": {"epochs": 2}}],
-                         **{"export.formats": ["onnx"], "profile.enabled": False})
+                         **{"export.formats": ["onnx"], "latency.enabled": False})
     path = write_recipe(tmp_path, recipe)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "pipeline.cli", "run", str(path)], env=env, cwd=ROOT, capture_output=True,
+                           "-m", "edgeship.cli", "run", str(path)], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = load_report(tmp_path / "runs" / "tiny")
@@ -153,11 +154,11 @@ def test_edgeship_run_under_torchrun_trains_with_ddp_and_rank_0_reports(tmp_path
 def test_precise_bn_recomputes_statistics_that_lag_behind_training(tmp_path, precise):
     """BN momentum 0: running statistics never follow training (the extreme of mobilenet_v3's 0.01), so eval-mode
     accuracy is poor; ``precise_bn`` recomputes them over the train split and the trained model works."""
-    from calibration.splits import make_splits
-    from exporters.artifact import InputSpec
-    from pipeline.stage import ModelState, StageContext
-    from pipeline.stages.train import TrainConfig, TrainStage
-    from pipeline.zoo import digits_cnn
+    from edgeship.calibration.splits import make_splits
+    from edgeship.core.artifact import InputSpec
+    from edgeship.stage import ModelState, StageContext
+    from edgeship.stages.train import TrainConfig, TrainStage
+    from edgeship.zoo import digits_cnn
 
     torch.manual_seed(0)
     model = digits_cnn()

@@ -1,12 +1,12 @@
 """Arch-Net's progressive block-wise, label-free distillation of an archified student from its teacher.
 
-Periods: the first target (the stem) alone, then one period per added target, then a final period on every
-target plus the logits. Period k minimises Σ_{i≤k} 0.8^(k−i)·MSE(FA_i(a_i ⊙ S_i), T_i) (the newest target
+Periods: the first block (the stem) alone, then one period per added block, then a final period on every
+block plus the logits. Period k minimises Σ_{i≤k} 0.8^(k−i)·MSE(FA_i(a_i ⊙ S_i), T_i) (the newest block
 weighs 1); the final period adds 1 − mean cos(z_S, z_T). No labels are read. Each period starts a fresh
 optimiser (Adam, cosine warm restarts) from the previous weights; mixup hits a batch with small probability and
 the teacher sees the same mixed images.
 
-Train-only heads, per target: a teacher-attention gate a = sigmoid(FC(ReLU(FC(GAP(T))))) on feature maps and a
+Train-only heads, per block: a teacher-attention gate a = sigmoid(FC(ReLU(FC(GAP(T))))) on feature maps and a
 residual feature-adaptation head (1x1-3x3-1x1 convs on maps, d→d/16→d/16→d on tokens). They live in the
 objective, never in the student, so nothing of them reaches an export.
 """
@@ -21,37 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from pipeline.errors import ConfigError
-from pipeline.metrics import top1_agreement
-from pipeline.trainer import Trainer, TrainerConfig
-from pipeline.training import predict
+from edgeship.archify.config import BlockwiseOptions
+from edgeship.core.errors import ConfigError
+from edgeship.inference import predict
+from edgeship.metrics import top1_agreement
+from edgeship.training.config import TrainerConfig
+from edgeship.training.trainer import Trainer
 
 ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6)
 
 
-class BlockwiseOptions(BaseModel):
-    """The Arch-Net schedule (lengths are configurable; the paper's are far longer)."""
-
-    model_config = ConfigDict(extra="forbid")
-    targets: list[str] | None = Field(
-        default=None, description="regexes of module names whose outputs are matched, in order (default: every "
-                                  "activation module used once, i.e. each conv-BN-ReLU / MLP output)")
-    stem_epochs: int = Field(default=10, ge=0, description="period 0: the first target alone")
-    period_epochs: int = Field(default=5, ge=0, description="each period that adds the next target")
-    final_epochs: int = Field(default=30, ge=1, description="every target plus the logits (cosine)")
-    decay: float = Field(default=0.8, gt=0, le=1, description="weight decay factor per older target")
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=1e-7, ge=0)
-    batch_size: int = Field(default=64, ge=1)
-    restart_epochs: int = Field(default=10, ge=1, description="cosine warm-restart period")
-    mixup_prob: float = Field(default=0.1, ge=0, le=1)
-    heads: bool = Field(default=True, description="train-only teacher-attention and feature-adaptation heads")
-
-
-def default_targets(student: nn.Module, teacher: nn.Module, example: torch.Tensor) -> list[str]:
+def default_blocks(student: nn.Module, teacher: nn.Module, example: torch.Tensor) -> list[str]:
     """Activation modules of the student called exactly once whose output matches the teacher's same module."""
     calls: dict[str, int] = {}
     handles = [mod.register_forward_hook(lambda *_a, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
@@ -66,21 +48,21 @@ def default_targets(student: nn.Module, teacher: nn.Module, example: torch.Tenso
     return [n for n, c in calls.items() if c == 1 and n in teacher_names]
 
 
-def resolve_targets(patterns: list[str] | None, student: nn.Module, teacher: nn.Module,
+def resolve_blocks(patterns: list[str] | None, student: nn.Module, teacher: nn.Module,
                     example: torch.Tensor) -> list[str]:
     """Module names matched by ``patterns`` (present in both models), in the student's definition order."""
     if patterns is None:
-        return default_targets(student, teacher, example)
+        return default_blocks(student, teacher, example)
     t_names = set(dict(teacher.named_modules()))
     names = [n for n, _ in student.named_modules() if n and n in t_names and any(re.fullmatch(p, n) for p in patterns)]
     if not names:
-        raise ConfigError(f"archify.distill.targets {patterns} match no module present in both student and teacher; "
+        raise ConfigError(f"archify.distill.blocks {patterns} match no module present in both student and teacher; "
                           f"student modules: {', '.join(n for n, _ in student.named_modules() if n)[:500]}")
     return names
 
 
 class FeatureHead(nn.Module):
-    """Train-only: teacher-attention gate and residual feature adaptation for one target."""
+    """Train-only: teacher-attention gate and residual feature adaptation for one block."""
 
     def __init__(self, shape: torch.Size) -> None:
         super().__init__()
@@ -109,20 +91,20 @@ class FeatureHead(nn.Module):
 class BlockwiseObjective(nn.Module):
     """Student + train-only heads; the teacher is held beside it (never registered, never saved)."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, targets: list[str], example: torch.Tensor,
+    def __init__(self, student: nn.Module, teacher: nn.Module, blocks: list[str], example: torch.Tensor,
                  opts: BlockwiseOptions) -> None:
         super().__init__()
-        self.student, self._teacher, self.targets, self.opts = student, [teacher.eval()], targets, opts
+        self.student, self._teacher, self.blocks, self.opts = student, [teacher.eval()], blocks, opts
         self.active, self.final = 1, False
         self._s: dict[str, torch.Tensor] = {}
         self._t: dict[str, torch.Tensor] = {}
         s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
-        self._handles = [s_mods[n].register_forward_hook(self._tap(self._s, n)) for n in targets]
-        self._handles += [t_mods[n].register_forward_hook(self._tap(self._t, n)) for n in targets]
+        self._handles = [s_mods[n].register_forward_hook(self._tap(self._s, n)) for n in blocks]
+        self._handles += [t_mods[n].register_forward_hook(self._tap(self._t, n)) for n in blocks]
         with torch.no_grad():
             teacher(example)
-        shapes = {n: self._t[n].shape for n in targets}
-        self.heads = nn.ModuleDict({str(i): FeatureHead(shapes[n]) for i, n in enumerate(targets)}) \
+        shapes = {n: self._t[n].shape for n in blocks}
+        self.heads = nn.ModuleDict({str(i): FeatureHead(shapes[n]) for i, n in enumerate(blocks)}) \
             if opts.heads else None
 
     @staticmethod
@@ -132,7 +114,7 @@ class BlockwiseObjective(nn.Module):
         return hook
 
     def period(self, active: int, final: bool) -> None:
-        """Train on the first ``active`` targets (and the logits when ``final``)."""
+        """Train on the first ``active`` blocks (and the logits when ``final``)."""
         self.active, self.final = active, final
 
     def forward(self, batch: dict[str, Any], g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
@@ -144,15 +126,15 @@ class BlockwiseObjective(nn.Module):
         with torch.no_grad():
             z_t = self._teacher[0](x)
         z_s = self.student(x)
-        blocks = z_s.new_zeros(())
+        matched = z_s.new_zeros(())
         k = self.active
-        for i, name in enumerate(self.targets[:k]):
+        for i, name in enumerate(self.blocks[:k]):
             s, t = self._s[name], self._t[name]
             if self.heads is not None:
                 s = self.heads[str(i)](s, t)
-            blocks = blocks + self.opts.decay ** (k - 1 - i) * F.mse_loss(s, t)
-        loss = blocks
-        parts = {"block_mse": float(blocks.detach())}
+            matched = matched + self.opts.decay ** (k - 1 - i) * F.mse_loss(s, t)
+        loss = matched
+        parts = {"block_mse": float(matched.detach())}
         if self.final:
             cos = 1 - F.cosine_similarity(z_s, z_t, dim=1).mean()
             loss = loss + cos
@@ -169,19 +151,19 @@ class BlockwiseObjective(nn.Module):
 def distill_blockwise(student: nn.Module, teacher: nn.Module, x: np.ndarray, x_val: np.ndarray,
                       opts: BlockwiseOptions, seed: int, workdir: Path, log: Callable[[str], None],
                       resume: bool = False, fingerprint: str = "") -> dict[str, Any]:
-    """Run the whole schedule on unlabeled ``x``; return the targets and per-period history."""
+    """Run the whole schedule on unlabeled ``x``; return the blocks and per-period history."""
     example = torch.from_numpy(x[:2])
-    targets = resolve_targets(opts.targets, student, teacher, example)
-    objective = BlockwiseObjective(student, teacher, targets, example, opts)
+    blocks = resolve_blocks(opts.blocks, student, teacher, example)
+    objective = BlockwiseObjective(student, teacher, blocks, example, opts)
     teacher_val = predict(teacher, x_val)
     periods: list[tuple[int, bool, int]] = []
-    if targets and opts.stem_epochs:
+    if blocks and opts.stem_epochs:
         periods.append((1, False, opts.stem_epochs))
     if opts.period_epochs:
-        periods += [(k, False, opts.period_epochs) for k in range(2, len(targets) + 1)]
-    periods.append((len(targets), True, opts.final_epochs))
+        periods += [(k, False, opts.period_epochs) for k in range(2, len(blocks) + 1)]
+    periods.append((len(blocks), True, opts.final_epochs))
     history = []
-    log(f"  archify: {len(targets)} block targets ({', '.join(targets[:6])}{' ...' if len(targets) > 6 else ''}), "
+    log(f"  archify: {len(blocks)} blocks ({', '.join(blocks[:6])}{' ...' if len(blocks) > 6 else ''}), "
         f"{len(periods)} periods, label-free")
     try:
         for p, (active, final, epochs) in enumerate(periods):
@@ -193,12 +175,12 @@ def distill_blockwise(student: nn.Module, teacher: nn.Module, x: np.ndarray, x_v
                               resume=resume, fingerprint=f"{fingerprint}:{p}", label=f"period {p}")
             rows = trainer.fit(objective, x, None)
             agreement = top1_agreement(predict(student, x_val), teacher_val)
-            what = "all targets + logits" if final else f"targets 1-{active}"
+            what = "all blocks + logits" if final else f"blocks 1-{active}"
             log(f"  archify period {p} ({what}, {epochs} ep): loss {rows[-1]['loss']:.4f}, "
                 f"agreement with teacher {agreement:.4f}")
-            history.append({"period": p, "targets": active, "final": final, "epochs": epochs,
+            history.append({"period": p, "blocks": active, "final": final, "epochs": epochs,
                             "loss": rows[-1]["loss"], "agreement": agreement})
     finally:
         objective.close()
     student.eval()
-    return {"targets": targets, "periods": history}
+    return {"blocks": blocks, "periods": history}

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.archify import modules as m
-from targets.profile import OpProfile
+from edgeship.archify import modules as m
+from edgeship.targets.profile import OpProfile
 
 ACTIVATIONS_TO_SWAP = (nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.ELU, nn.LeakyReLU, nn.Tanh, nn.ReLU6)
 GATES = (nn.Hardsigmoid, nn.Sigmoid)

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.stage import StageConfig
-from pipeline.trainer import TrainerConfig
+from edgeship.stage import StageConfig
+from edgeship.training.config import TrainerConfig
 
 FEATURE_LOSSES = ("hint", "similarity", "projector")
 
@@ -60,6 +60,7 @@ class DistillConfig(StageConfig):
     mismatch), ``ce`` (labels only: the baseline) and ``custom`` (only ``losses``). ``losses`` adds terms.
     """
 
+    type: Literal["distill"] = "distill"
     method: Literal["kd", "function_matching", "label_preservation", "ce", "custom"] = "kd"
     temperature: float = Field(default=4.0, gt=0)
     alpha: float = Field(default=1.0, ge=0, description="kd: CE weight; label_preservation: KL weight")

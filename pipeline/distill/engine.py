@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.distill.config import FEATURE_LOSSES, DistillConfig, LossSpec
-from pipeline.distill.objective import DistillObjective
-from pipeline.metrics import label_metrics
-from pipeline.trainer import Trainer, TrainerConfig
-from pipeline.training import predict
+from edgeship.distill.config import FEATURE_LOSSES, DistillConfig, LossSpec
+from edgeship.distill.objective import DistillObjective
+from edgeship.inference import predict
+from edgeship.metrics import label_metrics
+from edgeship.training.config import TrainerConfig
+from edgeship.training.trainer import Trainer
 
 
 @dataclass

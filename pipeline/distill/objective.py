@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.distill.config import LossSpec
-from pipeline.distill.losses import (
+from edgeship.core.errors import ConfigError
+from edgeship.distill.config import LossSpec
+from edgeship.distill.losses import (
     KD,
     CrossEntropy,
     Hint,
@@ -23,7 +24,6 @@ from pipeline.distill.losses import (
     SimilarityPreserving,
     augment_batch,
 )
-from pipeline.errors import ConfigError
 
 
 def _module(model: nn.Module, name: str, where: str) -> nn.Module:

@@ -1,17 +1,13 @@
-"""The quantize stage's typed config and per-layer bit-width resolution (regex overrides, first match wins)."""
+"""The quantize stage's typed config (no torch import: recipes load fast); bits.py resolves it per layer."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from torch import nn
 
-from pipeline.stage import StageConfig
-
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+from edgeship.stage import StageConfig
 
 
 def _act_bits_valid(v: int | None) -> int | None:
@@ -80,6 +76,7 @@ class QATOptions(BaseModel):
 class QuantizeConfig(StageConfig):
     """Weights 2-8 bits symmetric (per channel by default), activations 4-8 bits per tensor."""
 
+    type: Literal["quantize"] = "quantize"
     mode: Literal["ptq", "qat"] = "ptq"
     weight_bits: int = Field(default=8, ge=2, le=8)
     act_bits: int = Field(default=8, ge=4, le=16, description="4-8, or 16 (symmetric int16; TFLite 16x8)")
@@ -110,46 +107,3 @@ def cpu_needs_overflow_fix() -> bool:
     except OSError:
         return False
     return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
-@dataclass(frozen=True)
-class LayerBits:
-    """Resolved bit widths of one quantizable layer and why."""
-
-    name: str
-    kind: str
-    weight_bits: int
-    act_bits: int
-    reason: str
-
-
-def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv/Linear modules in definition order (the order torchvision and most models run them in)."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
-
-
-def resolve_bits(model: nn.Module, cfg: QuantizeConfig) -> tuple[list[LayerBits], list[str]]:
-    """Bits per layer: global, then 8-bit first/last (if kept), then overrides (first match wins).
-
-    Returns the table and warnings (an override that matches no layer names the layers it could match).
-    """
-    layers = quantizable_layers(model)
-    first = next((n for n, m in layers if isinstance(m, nn.Conv1d | nn.Conv2d)), None)
-    last = layers[-1][0] if layers else None
-    table, used = [], [False] * len(cfg.overrides)
-    for name, module in layers:
-        wb, ab, reason = cfg.weight_bits, cfg.act_bits, "global"
-        if cfg.keep_first_last_8bit and name in (first, last):
-            wb, ab, reason = 8, max(cfg.act_bits, 8), "first conv" if name == first else "classifier"
-        for i, o in enumerate(cfg.overrides):
-            if re.search(o.match, name):
-                used[i] = True
-                wb = o.weight_bits if o.weight_bits is not None else wb
-                ab = o.act_bits if o.act_bits is not None else ab
-                reason = f"override {o.match!r}"
-                break
-        table.append(LayerBits(name, type(module).__name__, wb, ab, reason))
-    names = ", ".join(n for n, _ in layers)
-    warnings = [f"quantize.overrides[{i}].match {o.match!r} matches no layer; layer names are: {names}"
-                for i, (o, u) in enumerate(zip(cfg.overrides, used, strict=True)) if not u]
-    return table, warnings

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
-from pipeline.quant.lsq import LSQFakeQuantize, round_ste
+from edgeship.quant.lsq import LSQFakeQuantize, round_ste
 
 MAX_DOREFA_WEIGHT_BITS = 6  # the odd grid of 2^b levels needs [-(2^b-1), 2^b-1]: within the +-63 of overflow-fix
 

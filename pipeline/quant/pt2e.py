@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.quant.config import LayerBits, QuantizeConfig, cpu_needs_overflow_fix
+from edgeship.core.graph import node_module
+from edgeship.quant.bits import LayerBits
+from edgeship.quant.config import QuantizeConfig, cpu_needs_overflow_fix
 
 CONV_LINEAR = ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default")
 
@@ -59,14 +61,14 @@ def _specs(cfg: QuantizeConfig, w_bits: int, a_bits: int, logits: bool = False) 
     """
     from torchao.quantization.pt2e.quantizer import QuantizationSpec
 
-    from calibration.estimators import ESTIMATORS, LOGITS_OBSERVERS
-    from pipeline.quant.dorefa import (
+    from edgeship.calibration.estimators import ESTIMATORS, LOGITS_OBSERVERS
+    from edgeship.quant.dorefa import (
         MAX_DOREFA_WEIGHT_BITS,
         DoReFaActFakeQuantize,
         DoReFaWeightFakeQuantize,
         dorefa_levels,
     )
-    from pipeline.quant.lsq import LSQFakeQuantize
+    from edgeship.quant.lsq import LSQFakeQuantize
 
     act_obs_factory, weight_obs = ESTIMATORS[cfg.calibration.estimator]
     act_ctor: Any = LSQFakeQuantize if cfg.mode == "qat" else act_obs_factory(cfg.calibration.percentile)
@@ -94,14 +96,6 @@ def _specs(cfg: QuantizeConfig, w_bits: int, a_bits: int, logits: bool = False) 
         qscheme=torch.per_channel_symmetric if cfg.per_channel else torch.per_tensor_symmetric,
         observer_or_fake_quant_ctr=w_ctor.with_args(**w_args))
     return act, weight
-
-
-def node_module(node: torch.fx.Node) -> str | None:
-    """The module path a graph node was traced from (innermost ``nn_module_stack`` entry)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        return None
-    return list(stack.values())[-1][0]
 
 
 def build_quantizer(cfg: QuantizeConfig, table: Sequence[LayerBits]) -> Any:
@@ -207,7 +201,7 @@ def annotate_missed_relu_add(model: torch.fx.GraphModule, act: Any) -> None:
 
 def dynamic_batch_export(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     """``torch.export`` with a dynamic batch dimension (calibration and QAT run real batches)."""
-    from exporters.base import dynamic_batch_shapes
+    from edgeship.core.graph import dynamic_batch_shapes
 
     model.eval()
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic_batch_shapes(model))
@@ -226,7 +220,7 @@ def finish(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from pipeline.quant.dorefa import bake_dorefa_weights
+    from edgeship.quant.dorefa import bake_dorefa_weights
 
     bake_dorefa_weights(model)  # convert quantizes the stored weights: they must hold the DoReFa levels
     converted = convert_pt2e(model, fold_quantize=False)

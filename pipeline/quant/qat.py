@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.distill.config import DistillConfig, LossSpec
-from pipeline.distill.engine import DistillData, distill_once
-from pipeline.quant.config import QATOptions
-from pipeline.trainer import TrainerConfig
+from edgeship.distill.config import DistillConfig, LossSpec
+from edgeship.distill.engine import DistillData, distill_once
+from edgeship.quant.config import QATOptions
+from edgeship.training.config import TrainerConfig
 
 
 def qat_terms(opts: QATOptions, labelled: bool) -> list[LossSpec]:

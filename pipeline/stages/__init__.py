@@ -1,49 +1,43 @@
-"""Stage registry: every stage a recipe may name, listed explicitly (no import-time registration)."""
+"""Stage registry: every stage a recipe may name, listed explicitly (no import-time registration).
+
+Each entry is the stage's typed config class (torch-free, so a recipe validates without importing torch) and
+where its implementation lives (imported when a run builds the stage). ``Recipe.stages`` is the discriminated
+union of these config classes on ``type``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import Annotated, Any, Union
 
-from pydantic import ValidationError
+from pydantic import Field
 
-from pipeline.errors import ConfigError
-from pipeline.stage import Stage, StageConfig
-from pipeline.stages.archify import ArchifyStage
-from pipeline.stages.distill import DistillStage
-from pipeline.stages.prune import PruneStage
-from pipeline.stages.quantize import QuantizeStage
-from pipeline.stages.train import TrainStage
+from edgeship.archify.config import ArchifyConfig
+from edgeship.distill.config import DistillConfig
+from edgeship.prune.config import PruneConfig
+from edgeship.quant.config import QuantizeConfig
+from edgeship.stage import Stage, StageConfig
+from edgeship.training.config import TrainConfig
 
-STAGES: dict[str, type[Stage]] = {
-    TrainStage.name: TrainStage,
-    QuantizeStage.name: QuantizeStage,
-    PruneStage.name: PruneStage,
-    DistillStage.name: DistillStage,
-    ArchifyStage.name: ArchifyStage,
+STAGES: dict[str, tuple[type[StageConfig], str]] = {
+    "train": (TrainConfig, "edgeship.stages.train:TrainStage"),
+    "quantize": (QuantizeConfig, "edgeship.stages.quantize:QuantizeStage"),
+    "prune": (PruneConfig, "edgeship.stages.prune:PruneStage"),
+    "distill": (DistillConfig, "edgeship.stages.distill:DistillStage"),
+    "archify": (ArchifyConfig, "edgeship.stages.archify:ArchifyStage"),
 }
 
-
-def validate_stage_spec(spec: dict[str, Any], where: str) -> StageConfig:
-    """Validate one ``stages:`` entry against its stage's config class; errors list the valid keys."""
-    kind = spec.get("type")
-    if kind not in STAGES:
-        raise ConfigError(f"{where}.type: unknown stage {kind!r}; valid stages: {', '.join(STAGES) or '(none)'}")
-    cls = STAGES[kind].config_cls
-    try:
-        return cls.model_validate(spec)
-    except ValidationError as e:
-        lines = [f"{where}: invalid {kind} stage"]
-        valid = ", ".join(cls.model_fields)
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                lines.append(f"  {key}: unknown key; valid keys for {kind}: {valid}")
-            else:
-                lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("\n".join(lines)) from None
+# One entry of ``Recipe.stages``: validated once, by the config class its ``type`` names.
+StageEntry = Annotated[Union[tuple(config for config, _ in STAGES.values())],  # noqa: UP007 - a runtime tuple
+                       Field(discriminator="type")]
 
 
-def build_stage(spec: dict[str, Any], where: str) -> Stage:
-    """Instantiate the stage named by ``spec['type']`` with its validated config."""
-    config = validate_stage_spec(spec, where)
-    return STAGES[config.type](config)
+def stage_class(name: str) -> type[Stage[Any]]:
+    """The implementation of the stage registered as ``name`` (imported on first use)."""
+    module, _, cls = STAGES[name][1].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_stage(config: StageConfig) -> Stage[Any]:
+    """Instantiate the stage a validated ``config`` names."""
+    return stage_class(config.type)(config)

@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.distill.config import DistillConfig
-from pipeline.distill.engine import carve_holdout, distill_once, tune_label_preservation
-from pipeline.errors import ConfigError, DataError
-from pipeline.metrics import label_metrics
-from pipeline.stage import ModelState, Stage, StageContext, StageResult
-from pipeline.trainer import world
-from pipeline.training import predict
+from edgeship.core.errors import ConfigError, DataError
+from edgeship.distill.config import DistillConfig
+from edgeship.distill.engine import carve_holdout, distill_once, tune_label_preservation
+from edgeship.inference import predict
+from edgeship.metrics import label_metrics
+from edgeship.stage import ModelState, Stage, StageContext, StageResult
+from edgeship.training.trainer import world
 
 
 def reinitialise(model: nn.Module, seed: int) -> nn.Module:
@@ -39,22 +39,24 @@ def _macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     return int(macs)
 
 
-class DistillStage(Stage):
+class DistillStage(Stage[DistillConfig]):
     """Knowledge distillation with composable losses; metrics per epoch as methods.md §5 defines them."""
 
     name = "distill"
     config_cls = DistillConfig
+    needs_reference = True
 
     def _teacher(self, state: ModelState) -> nn.Module:
-        cfg: DistillConfig = self.config  # type: ignore[assignment]
-        order = {"stage_input": [], "previous_distill": ["distilled", "reference"], "input": ["reference"]}
-        # (a Module's truthiness is its length for containers: look keys up explicitly, not with `or`)
-        source = next((state.extras[k] for k in order[cfg.teacher] if state.extras.get(k) is not None), state.model)
+        cfg = self.config
+        order = {"stage_input": [], "previous_distill": [state.distilled, state.reference],
+                 "input": [state.reference]}
+        # (a Module's truthiness is its length for containers: test for None explicitly, not with `or`)
+        source = next((m for m in order[cfg.teacher] if m is not None), state.model)
         return copy.deepcopy(source).eval()
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
         """Tune (label preservation), then train ``generations`` students in turn; the last one is the result."""
-        cfg: DistillConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if state.quantized:
             raise ConfigError("stage distill must come before quantize (QAT distils inside the quantize stage)")
         train, val = ctx.splits.train, ctx.splits.validation
@@ -97,7 +99,7 @@ class DistillStage(Stage):
             gen_teacher = student
         state.model.load_state_dict(student.state_dict())
         state.model.eval()
-        state.extras["distilled"] = copy.deepcopy(state.model)
+        state.distilled = copy.deepcopy(state.model)
         final = label_metrics(predict(state.model, val.x), predict(teacher, val.x), val.y)
         metrics = {
             "method": cfg.method, "teacher": cfg.teacher, "augment": cfg.augment_mode,
@@ -118,5 +120,5 @@ class DistillStage(Stage):
         The structure is the stage input's (e.g. as a prune stage left it), so weights are all that is saved.
         """
         state = super().load(state, ctx)
-        state.extras["distilled"] = copy.deepcopy(state.model)
+        state.distilled = copy.deepcopy(state.model)
         return state

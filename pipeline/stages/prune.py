@@ -12,64 +12,13 @@ import copy
 import math
 import re
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from pipeline.errors import ConfigError, DataError
-from pipeline.stage import ModelState, Stage, StageConfig, StageContext, StageResult
-
-
-class SlimmingOptions(BaseModel):
-    """Network Slimming sparsity training before BN-scale pruning (Liu et al. 2017)."""
-
-    model_config = ConfigDict(extra="forbid")
-    epochs: int = Field(default=0, ge=0, description="0: prune on the BN scales as they are")
-    lam: float = Field(default=1e-4, ge=0, description="λ added as λ·sign(γ) to BN γ gradients (1e-5 for ResNets)")
-    lr: float = Field(default=1e-3, gt=0)
-
-
-class RecoverOptions(BaseModel):
-    """Training between iterative pruning rounds (the last round's recovery is a following distill stage)."""
-
-    model_config = ConfigDict(extra="forbid")
-    method: Literal["none", "finetune", "distill"] = Field(
-        default="none", description="finetune: CE on labels; distill: KD from the model before pruning")
-    epochs: int = Field(default=2, ge=1)
-    lr: float = Field(default=5e-3, gt=0)
-
-
-class PruneConfig(StageConfig):
-    """Which channels go (criterion) and how many (ratio or a global MAC/parameter budget)."""
-
-    criterion: Literal["l1", "l2", "taylor", "bn_scale", "random"] = "l1"
-    ratio: float | None = Field(default=None, gt=0, lt=1, description="fraction of channels removed per layer")
-    target_macs: float | None = Field(default=None, gt=0, lt=1, description="keep this fraction of the MACs")
-    target_params: float | None = Field(default=None, gt=0, lt=1, description="keep this fraction of the params")
-    global_pruning: bool = Field(default=True, description="rank channels across layers (budget mode)")
-    round_to: int | None = Field(default=8, ge=1, description="channel counts stay multiples of this")
-    protect: list[str] = Field(default_factory=list, description="regexes of module names never pruned")
-    protect_classifier: bool = True
-    heads_ratio: float | None = Field(
-        default=None, gt=0, lt=1, description="transformers: fraction of attention heads removed (whole heads, "
-                                              "ranked globally) before the channel budget is applied")
-    taylor_batches: int = Field(default=4, ge=1, description="calibration batches whose gradients rank channels")
-    max_steps: int = Field(default=50, ge=1,
-                           description="iterative steps to approach a budget (each removes ~2% of channels)")
-    slimming: SlimmingOptions = SlimmingOptions()
-    iterative_steps: int = Field(default=1, ge=1, description="rounds: the budget is reached in equal parts, with "
-                                                               "`recover` training between rounds")
-    recover: RecoverOptions = RecoverOptions()
-
-    @model_validator(mode="after")
-    def _one_budget(self) -> PruneConfig:
-        given = [k for k in ("ratio", "target_macs", "target_params") if getattr(self, k) is not None]
-        if len(given) != 1:
-            msg = f"give exactly one of ratio, target_macs, target_params; got {given or 'none'}"
-            raise ValueError(msg)
-        return self
+from edgeship.core.errors import ConfigError, DataError
+from edgeship.prune.config import PruneConfig, RecoverOptions, SlimmingOptions
+from edgeship.stage import ModelState, Stage, StageContext, StageResult
 
 
 def _importance(criterion: str) -> object:
@@ -136,17 +85,19 @@ def budget_notes(cfg: PruneConfig, round_to: int | None, steps: int, achieved: t
     return []
 
 
-class PruneStage(Stage):
+class PruneStage(Stage[PruneConfig]):
     """Remove channels with torch-pruning's DepGraph; report params and MACs before/after."""
 
     name = "prune"
     config_cls = PruneConfig
+    needs_reference = True
+    changes_shape = True
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
         """Prune ``state.model`` in place (after optional sparsity training) to the configured budget."""
         import torch_pruning as tp
 
-        cfg: PruneConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if state.quantized:
             raise ConfigError("stage prune must come before quantize (it removes float channels)")
         model = state.model.eval()
@@ -214,7 +165,7 @@ class PruneStage(Stage):
     def _recover(model: nn.Module, teacher: nn.Module | None, ctx: StageContext,
                  opts: RecoverOptions) -> list[dict]:
         """Train the partly pruned model between rounds; return the per-epoch history."""
-        from pipeline.training import train_supervised
+        from edgeship.training.supervised import train_supervised
 
         train = ctx.splits.train
         if opts.method == "finetune" or teacher is None:
@@ -222,8 +173,8 @@ class PruneStage(Stage):
                 raise DataError("prune.recover.method finetune needs labels; use distill on unlabeled data")
             return train_supervised(model, train.x, train.y, epochs=opts.epochs, lr=opts.lr, batch_size=64,
                                     weight_decay=1e-4, seed=ctx.seed, log=ctx.log, label="recover epoch")
-        from pipeline.distill.config import DistillConfig
-        from pipeline.distill.engine import carve_holdout, distill_once
+        from edgeship.distill.config import DistillConfig
+        from edgeship.distill.engine import carve_holdout, distill_once
 
         cfg = DistillConfig(type="distill", method="kd", alpha=0.0 if train.y is None else 1.0,
                             trainer={"epochs": opts.epochs, "lr": opts.lr})
@@ -240,7 +191,7 @@ class PruneStage(Stage):
         """
         import torch_pruning as tp
 
-        from pipeline.attention import HeadAttention, split_attention
+        from edgeship.attention import HeadAttention, split_attention
 
         heads = split_attention(model)
         if not heads:
@@ -273,7 +224,7 @@ class PruneStage(Stage):
 
     @staticmethod
     def _slimming(model: nn.Module, ctx: StageContext, opts: SlimmingOptions) -> None:
-        from pipeline.training import train_supervised
+        from edgeship.training.supervised import train_supervised
 
         train = ctx.splits.train
         if train.y is None:
@@ -290,8 +241,8 @@ class PruneStage(Stage):
 
     def save(self, state: ModelState, ctx: StageContext) -> list[Path]:
         """Save tensors (safetensors) and the pruned structure (JSON) — no pickled code objects."""
-        from pipeline._io import atomic_path
-        from pipeline.structure import save_structured
+        from edgeship.core.io import atomic_path
+        from edgeship.structure import save_structured
 
         tensors, record = ctx.workdir / "model.safetensors", ctx.workdir / "structure.json"
         with atomic_path(tensors) as t, atomic_path(record) as r:
@@ -300,10 +251,10 @@ class PruneStage(Stage):
 
     def load(self, state: ModelState, ctx: StageContext) -> ModelState:
         """Reshape the unpruned input model to the saved structure and load its weights."""
-        from pipeline.attention import split_attention
-        from pipeline.structure import load_structured
+        from edgeship.attention import split_attention
+        from edgeship.structure import load_structured
 
-        cfg: PruneConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.heads_ratio:
             split_attention(state.model)  # the saved structure has per-head q/k/v projections
         load_structured(state.model, ctx.workdir / "model.safetensors", ctx.workdir / "structure.json")

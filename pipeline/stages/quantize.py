@@ -7,20 +7,22 @@ the reference every exported artifact is validated against; the float model stay
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline._io import captured_output
-from pipeline.errors import DataError
-from pipeline.metrics import top1_agreement
-from pipeline.quant.config import QuantizeConfig, resolve_bits
-from pipeline.stage import ModelState, Stage, StageContext, StageResult
-from pipeline.training import predict
+from edgeship.core.errors import DataError
+from edgeship.core.io import captured_output
+from edgeship.inference import predict
+from edgeship.metrics import top1_agreement
+from edgeship.quant.bits import resolve_bits
+from edgeship.quant.config import QuantizeConfig
+from edgeship.stage import ModelState, Stage, StageContext, StageResult
 
 
-class QuantizeStage(Stage):
+class QuantizeStage(Stage[QuantizeConfig]):
     """Quantize weights (2-8 bits) and activations (4-8 bits) once; exporters lower exactly these integers."""
 
     name = "quantize"
@@ -28,19 +30,18 @@ class QuantizeStage(Stage):
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
         """Prepare with edgeship's quantizer, calibrate (PTQ) or train (QAT, from the float model), convert."""
-        return quantize_state(self.config, state, ctx)  # type: ignore[arg-type]
+        return quantize_state(self.config, state, ctx)
 
     @staticmethod
     def quantized_state(state: ModelState, converted: torch.nn.Module, quantizer: object, table: list) -> ModelState:
         """The state after quantization: the PT2E graph, with the float model kept as the second reference."""
-        return ModelState(model=converted, spec=state.spec, history=state.history,
-                          extras={**state.extras, "float_model": copy.deepcopy(state.model),
-                                  "quantizer": quantizer, "bits": table})
+        return dataclasses.replace(state, model=converted, float_model=copy.deepcopy(state.model),
+                                   quantizer=quantizer, bits=table)
 
     def save(self, state: ModelState, ctx: StageContext) -> list[Path]:
         """Save the converted PT2E graph with ``torch.export.save`` (dynamic batch), atomically."""
-        from exporters.base import dynamic_batch_shapes
-        from pipeline._io import atomic_path
+        from edgeship.core.graph import dynamic_batch_shapes
+        from edgeship.core.io import atomic_path
 
         example = torch.from_numpy(ctx.splits.calibration.x[:2])
         program = torch.export.export(state.model, (example,), dynamic_shapes=dynamic_batch_shapes(state.model))
@@ -53,9 +54,9 @@ class QuantizeStage(Stage):
         """Reload the PT2E graph; the quantizer is rebuilt from the config (deterministic) for the TFLite lowering."""
         from torchao.quantization.pt2e import allow_exported_model_train_eval
 
-        from pipeline.quant.pt2e import build_quantizer, match_runtimes
+        from edgeship.quant.pt2e import build_quantizer, match_runtimes
 
-        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         table, _ = resolve_bits(state.model, cfg)
         converted = torch.export.load(str(ctx.workdir / "model.pt2")).module()
         match_runtimes(converted)
@@ -75,8 +76,8 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
-    from pipeline.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish, overflow_fix_enabled
-    from pipeline.quant.standalone_bn import standalone_batch_norms_to_depthwise
+    from edgeship.core.standalone_bn import standalone_batch_norms_to_depthwise
+    from edgeship.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish, overflow_fix_enabled
 
     calib = ctx.splits.calibration.x[: cfg.calibration.samples]
     if len(calib) == 0:
@@ -100,7 +101,7 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
         calibrate(prepared, calib)
         history = []
     else:
-        from pipeline.quant.qat import train_qat
+        from edgeship.quant.qat import train_qat
 
         _fuse_conv_bn_(graph)  # fold BN first: LSQ then learns steps for the weights that will ship
         with captured_output(log):

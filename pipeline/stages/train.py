@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 
-from pipeline.errors import DataError
-from pipeline.stage import ModelState, Stage, StageConfig, StageContext, StageResult
-from pipeline.training import predict, reestimate_batch_norms, train_supervised
-
-
-class TrainConfig(StageConfig):
-    """Cross-entropy training with AdamW and a one-cycle schedule."""
-
-    epochs: int = Field(default=10, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
-    batch_size: int = Field(default=64, ge=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    precise_bn: bool = Field(default=False, description="recompute every BatchNorm's statistics over the train "
-                                                        "split with the final weights (running averages with a "
-                                                        "small momentum lag behind fast training)")
+from edgeship.core.errors import DataError
+from edgeship.inference import predict
+from edgeship.stage import ModelState, Stage, StageContext, StageResult
+from edgeship.training.config import TrainConfig
+from edgeship.training.supervised import reestimate_batch_norms, train_supervised
 
 
-class TrainStage(Stage):
+class TrainStage(Stage[TrainConfig]):
     """Train the model on the labelled train split (everything of the calibration source not held out)."""
 
     name = "train"
     config_cls = TrainConfig
+    makes_input = True
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
         """Train in place; report per-epoch loss and validation accuracy."""
-        cfg: TrainConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         train, val = ctx.splits.train, ctx.splits.validation
         if train.y is None:
             raise DataError(f"stage train needs labels; the train split ({train.origin}) has none")

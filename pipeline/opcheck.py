@@ -1,9 +1,9 @@
 """``edgeship check``: lint a model and its artifacts against an op-support profile, in one pass.
 
 The PyTorch level reads the ``torch.export`` graph and names each node by the module it was traced from; the
-artifact levels read the files themselves (``targets/oplist.py``). Every violation carries a reason code:
-``unsupported_op`` · ``unmapped_op`` (no canonical name: edgeship cannot vouch for it) · ``kernel_size`` ·
-``stride`` · ``in_channels`` · ``depthwise`` · ``weight_bits`` · ``act_bits``.
+artifact levels read the files themselves (each format's op reader, ``exporters/*_ops.py``). Every violation
+carries a reason code: ``unsupported_op`` · ``unmapped_op`` (no canonical name: edgeship cannot vouch for it) ·
+``kernel_size`` · ``stride`` · ``in_channels`` · ``depthwise`` · ``weight_bits`` · ``act_bits``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
-from targets.oplist import OpUse, artifact_ops, clip_kind, is_spatial_mean, saturates_quantizer
-from targets.profile import OpProfile
+from edgeship.core.ops import OpUse, clip_kind, is_spatial_mean, saturates_quantizer
+from edgeship.exporters import FORMATS, artifact_ops
+from edgeship.targets.profile import OpProfile
 
-LEVELS = ("pytorch", "onnx", "tflite", "openvino")
+LEVELS = ("pytorch", *FORMATS)
 POOLS = ("max_pool", "avg_pool")
 
 
@@ -99,7 +100,7 @@ def _arg(node: torch.fx.Node, i: int, default: Any) -> Any:
 
 def aten_use(node: torch.fx.Node) -> OpUse | None:
     """The canonical op of one exported-graph node (None: structural, folded or not an operator)."""
-    from pipeline.quant.pt2e import node_module
+    from edgeship.core.graph import node_module
 
     target = str(node.target)
     parts = target.split(".")
@@ -145,7 +146,7 @@ def _saturates(quantize: torch.fx.Node, lo: float | None, hi: float | None) -> b
 
     These are the clamps ``saturate_narrow_activations`` adds for sub-8-bit activations.
     """
-    from pipeline.quant.pt2e import container_range
+    from edgeship.quant.pt2e import container_range
 
     if "quantize_per_tensor" not in str(quantize.target) or "dequantize" in str(quantize.target):
         return False
@@ -157,7 +158,7 @@ def _saturates(quantize: torch.fx.Node, lo: float | None, hi: float | None) -> b
 
 def pytorch_ops(model: torch.nn.Module, example: torch.Tensor) -> list[OpUse]:
     """The ops of ``model``'s ``torch.export`` graph (eval mode), named by the modules they came from."""
-    from exporters.base import eval_mode
+    from edgeship.core.graph import eval_mode
 
     program = torch.export.export(eval_mode(model), (example,))
     return [u for n in program.graph.nodes if n.op == "call_function" and (u := aten_use(n)) is not None]

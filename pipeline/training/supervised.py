@@ -1,4 +1,4 @@
-"""Supervised training (the `train` stage, Network Slimming) and batched inference, on the shared Trainer."""
+"""Supervised training (the `train` stage, Network Slimming, pruning recovery) on the shared Trainer."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Float32 logits of ``model`` in eval mode on ``x`` (no grad)."""
-    model.eval()
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            outs.append(model(torch.from_numpy(x[i:i + batch_size])).float().numpy())
-    return np.concatenate(outs)
+from edgeship.inference import predict
 
 
 class CrossEntropyObjective(nn.Module):
@@ -41,7 +33,8 @@ def train_supervised(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: 
     ``after_backward(module)`` may edit gradients before each optimizer step (e.g. Network Slimming's λ·sign(γ)).
     Returns the per-epoch history (loss, and validation accuracy when ``x_val``/``y_val`` are given).
     """
-    from pipeline.trainer import Trainer, TrainerConfig
+    from edgeship.training.config import TrainerConfig
+    from edgeship.training.trainer import Trainer
 
     cfg = TrainerConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, optimizer="adamw",
                         schedule="onecycle")

@@ -14,7 +14,7 @@ import operator
 
 import torch
 
-from pipeline.quant.pt2e import node_module
+from edgeship.core.graph import node_module
 
 BATCH_NORM = "aten.batch_norm.default"
 CONV2D = "aten.conv2d.default"

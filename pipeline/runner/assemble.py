@@ -1,0 +1,60 @@
+"""``report.json``'s content, assembled from what a run measured (rendering is report.py's job)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeship.calibration.splits import Splits
+from edgeship.core.artifact import Artifact, InputSpec
+from edgeship.core.environment import host_info, library_versions
+from edgeship.recipe import GateConfig, Recipe
+from edgeship.runner.rundir import SCHEMA_VERSION, now
+
+
+def failed_gates(results: list[dict[str, Any]]) -> list[str]:
+    """``runtime: detail`` for every gate that failed on a gated row."""
+    return [f"{r['target']}: {g['detail']}" for r in results if r.get("gated")
+            for g in r.get("gates", []) if not g["passed"]]
+
+
+def assemble_report(*, recipe: Recipe, started: float, model: torch.nn.Module, model_source: str,
+                    spec: InputSpec, splits: Splits, reference: np.ndarray, health: dict[str, Any],
+                    quantized: bool, quantization: dict[str, Any] | None, gate_config: GateConfig,
+                    stages: list[dict[str, Any]], artifacts: dict[str, Artifact], run_dir: Any,
+                    pytorch_latency: dict[str, Any] | None, results: list[dict[str, Any]],
+                    op_check: dict[str, Any] | None, notes: list[str]) -> dict[str, Any]:
+    """The whole ``report.json`` of one run (schema ``SCHEMA_VERSION``)."""
+    failed = failed_gates(results)
+    val = splits.validation
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": recipe.name,
+        "created": now(),
+        "status": "pass" if not failed else "fail",
+        "seed": recipe.seed,
+        "threads": recipe.latency.threads,
+        "host": host_info(),
+        "versions": library_versions(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "model": {"source": model_source, "weights": recipe.model.weights,
+                  "parameters": int(sum(p.numel() for p in model.parameters())),
+                  "input_spec": spec.to_dict()},
+        "data": {"validation": val.origin, "calibration": splits.calibration.origin,
+                 "validation_samples": len(val), "labels": val.y is not None},
+        "quantization": quantization,
+        "reference": {"kind": "PT2E quantized model (second reference: float model)" if quantized
+                      else "pytorch eager fp32", "health": health,
+                      "accuracy": float(np.mean(reference.argmax(1) == val.y)) if val.y is not None else None},
+        "gate_config": gate_config.model_dump(),
+        "stages": [{k: v for k, v in s.items() if k != "files"} for s in stages],
+        "artifacts": {fmt: a.to_dict(run_dir) for fmt, a in artifacts.items()},
+        "pytorch_latency": pytorch_latency,
+        "results": results,
+        "check": op_check,
+        "failed_gates": failed,
+        "notes": notes,
+    }

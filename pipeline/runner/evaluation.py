@@ -1,0 +1,167 @@
+"""Evaluation of exported artifacts: validate each on its runtimes, time it and its twins, lint its ops.
+
+A *row* is one artifact on one runtime (``validate.runtimes``); *twins* are the same model exported without the
+last compression (``fp32``: the float model of a quantized run; ``baseline``: the model before pruning), timed on
+the same runtime so every speed-up is measured, not estimated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeship.calibration.splits import Splits
+from edgeship.core.artifact import Artifact, InputSpec
+from edgeship.core.io import captured_output
+from edgeship.gates import evaluate_gates
+from edgeship.metrics import compare
+from edgeship.recipe import GateConfig, Recipe
+from edgeship.stage import ModelState
+from edgeship.targets import open_session, parse_runtime
+from edgeship.targets.base import RuntimeSession, time_callable
+
+VS_FLOAT_KEYS = ("top1_agreement", "mismatch", "mismatch_when_reference_correct", "rel_max_err", "cosine",
+                 "sqnr_db", "accuracy")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One artifact on one runtime: ``label`` names it in the report (``openvino@default``, ``openvino(onnx)``)."""
+
+    label: str
+    runtime: str  # name[@variant], as validate.runtimes lists it
+    artifact: Artifact
+
+
+def rows_for(recipe: Recipe, artifacts: dict[str, Artifact]) -> list[Row]:
+    """Every (artifact, runtime) pair ``validate.runtimes`` asks for, in format order."""
+    rows = []
+    for fmt, artifact in artifacts.items():
+        for spec in recipe.validate_.runtimes.get(fmt, []):
+            runtime, _ = parse_runtime(spec)
+            own = runtime.formats[0] == fmt  # a runtime on a format of its own: the plain label
+            rows.append(Row(label=spec if own else f"{spec}({fmt})", runtime=spec, artifact=artifact))
+    return rows
+
+
+@dataclass
+class Evaluation:
+    """What every row is measured against: the references, their health and the PyTorch eager latency."""
+
+    splits: Splits
+    reference: np.ndarray  # the final PyTorch model's logits on the validation split (PT2E model when quantized)
+    float_reference: np.ndarray | None  # the float model's logits (quantized runs), the second reference
+    health: dict[str, Any]
+    pytorch_latency: dict[str, Any] | None
+
+
+class Evaluator:
+    """Validates and times rows for one run under the recipe's settings; runtime chatter goes to ``logs/``."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, log: Callable[[str], None],
+                 phases: tuple[str, ...]) -> None:
+        self.recipe, self.run_dir, self.log, self.phases = recipe, run_dir, log, phases
+
+    @property
+    def validating(self) -> bool:
+        """True when this run validates (the phase was asked for and ``validate.enabled``)."""
+        return "validate" in self.phases and self.recipe.validate_.enabled
+
+    @property
+    def timing(self) -> bool:
+        """True when this run measures latency (the phase was asked for and ``latency.enabled``)."""
+        return "profile" in self.phases and self.recipe.latency.enabled
+
+    def open(self, runtime: str, artifact: Artifact) -> tuple[RuntimeSession, bool]:
+        """A loaded session of ``runtime`` on ``artifact``, and whether its row is gated."""
+        session, gated = open_session(runtime, artifact, self.recipe.latency.threads)
+        with captured_output(self.run_dir / "logs" / "runtimes.log"):
+            session.load()
+        return session, gated
+
+    def gate_config(self, quantized: bool) -> GateConfig:
+        """The gates that apply: ``quantized_gates`` (reference: the PT2E model) or the fp32 ``gates``."""
+        v = self.recipe.validate_
+        return v.quantized_gates if quantized else v.gates
+
+    def validate(self, session: RuntimeSession, ev: Evaluation, gated: bool) -> dict[str, Any]:
+        """Run the validation split on ``session``; compare with the reference (and the float model, if quantized)."""
+        val = ev.splits.validation
+        out = session.run(val.x)
+        metrics = compare(out, ev.reference, val.y)
+        gates = evaluate_gates(metrics, ev.health, self.gate_config(quantized=ev.float_reference is not None))
+        result = {"metrics": metrics, "gates": [g.to_dict() for g in gates],
+                  "status": ("pass" if all(g.passed for g in gates) else "fail") if gated else "info"}
+        if ev.float_reference is not None:
+            vs_float = compare(out, ev.float_reference, val.y)
+            result["metrics_vs_float"] = {k: vs_float[k] for k in VS_FLOAT_KEYS if k in vs_float}
+        return result
+
+    def measure(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
+        """Validate and time one row, and time its twins on the same runtime."""
+        session, gated = self.open(row.runtime, row.artifact)
+        entry: dict[str, Any] = {"target": row.label, "format": row.artifact.format, "precision": session.precision,
+                                 **({"precision_hint": session.precision_hint} if session.precision_hint else {}),
+                                 "gated": gated, "threads": session.threads,
+                                 "ops": [vars(o) for o in session.op_report()]}
+        if self.validating:
+            self.log(f"validate {row.label}: {len(ev.splits.validation)} samples")
+            entry.update(self.validate(session, ev, gated))
+        if self.timing:
+            lat = self.recipe.latency
+            self.log(f"profile {row.label}: {lat.runs} runs, {lat.threads} threads")
+            sample = ev.splits.validation.x[: max(row.artifact.batch, 1)]
+            entry["latency"] = session.latency(sample, lat.warmup, lat.runs).to_dict()
+            if ev.pytorch_latency:
+                entry["speedup_vs_pytorch"] = round(ev.pytorch_latency["p50"] / entry["latency"]["p50"], 3)
+            for name, twin_artifact in twins.items():
+                twin, _ = self.open(row.runtime, twin_artifact)
+                self.log(f"profile {row.label} {name} twin ({twin.precision})")
+                entry[f"{name}_latency"] = twin.latency(sample, lat.warmup, lat.runs).to_dict()
+                entry[f"{name}_precision"] = twin.precision
+                entry[f"speedup_vs_{name}"] = round(entry[f"{name}_latency"]["p50"] / entry["latency"]["p50"], 3)
+        return entry
+
+    def pytorch_latency(self, model: torch.nn.Module, spec: InputSpec) -> dict[str, Any]:
+        """PyTorch eager fp32 latency under the same thread count: the baseline of every ratio."""
+        lat = self.recipe.latency
+        previous = torch.get_num_threads()
+        torch.set_num_threads(lat.threads)
+        try:
+            x = torch.from_numpy(np.ascontiguousarray(np.random.default_rng(0).random(spec.shape, dtype=np.float32)))
+            with torch.inference_mode():
+                return time_callable(lambda: model(x), lat.warmup, lat.runs, lat.threads, spec.batch).to_dict()
+        finally:
+            torch.set_num_threads(previous)
+
+    def check_ops(self, state: ModelState, splits: Splits, artifacts: dict[str, Artifact]) -> dict[str, Any]:
+        """Lint the final PyTorch graph and every artifact against ``check.profile`` (one pass, every violation)."""
+        from edgeship.opcheck import check
+        from edgeship.targets.profile import load_profile
+
+        profile = load_profile(self.recipe.check.profile)
+        self.log(f"check: op support against the {profile.name} profile")
+        report = check(profile, state.model, torch.from_numpy(splits.validation.x[:1]),
+                       {fmt: a.path for fmt, a in artifacts.items()}, state.bits)
+        for v in report.violations:
+            self.log(f"check {v.level}: {v.count} x {v.op} ({v.reason}: {v.detail}), e.g. {v.where[0]}")
+        return report.to_dict()
+
+
+def quantization_summary(state: ModelState, artifacts: dict[str, Artifact],
+                         fp32_artifacts: dict[str, Artifact]) -> dict[str, Any]:
+    """Bit widths per layer and each artifact's size against fp32 (its exported twin, else the weights)."""
+    assert state.float_model is not None and state.bits is not None  # a quantized state carries both
+    fp32_bytes = sum(p.numel() * 4 for p in state.float_model.parameters())
+    sizes = {}
+    for fmt, a in artifacts.items():
+        base = fp32_artifacts[fmt].size_bytes if fmt in fp32_artifacts else fp32_bytes
+        sizes[fmt] = {"bytes": a.size_bytes, "fp32_bytes": base, "ratio_vs_fp32": round(a.size_bytes / base, 4),
+                      "fp32_basis": "exported fp32 twin" if fmt in fp32_artifacts else "fp32 parameter bytes"}
+    return {"bits": [vars(b) for b in state.bits], "sizes": sizes}
+

@@ -1,0 +1,102 @@
+"""The run directory: created and proven writable up front, its ``manifest.json``, and the stage cache keys.
+
+Every file is written atomically and recorded with its sha256 in the manifest; ``--resume`` reuses a stage only
+when its cache key (stage config, input model, data, seed, versions) and its files' hashes match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgeship.core.environment import library_versions
+from edgeship.core.errors import ConfigError
+from edgeship.core.io import atomic_write_json, clean_stale_temporaries, sha256_file
+from edgeship.recipe import Recipe
+from edgeship.training.trainer import is_main_process
+
+SCHEMA_VERSION = 1
+
+
+def prepare_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
+    """Create the run directory and prove it is writable before any work starts."""
+    run_dir = Path(out) if out else Path(recipe.output_dir) / recipe.name
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output directory {run_dir} is not writable ({e.strerror or e}); "
+                          f"choose another with --out or output_dir") from None
+    clean_stale_temporaries(run_dir)
+    return run_dir
+
+
+class Manifest:
+    """``manifest.json``: stage status, every file's sha256, versions and seed; rewritten atomically."""
+
+    def __init__(self, run_dir: Path, recipe: Recipe) -> None:
+        self.path = run_dir / "manifest.json"
+        self.run_dir = run_dir
+        previous: dict[str, Any] = {}
+        if self.path.is_file():
+            try:
+                previous = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError):
+                previous = {}
+        self.previous_stages = {s["key"]: s for s in previous.get("stages", []) if s.get("status") == "done"}
+        self.data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION, "name": recipe.name, "seed": recipe.seed,
+            "started": now(), "status": "running",
+            "versions": library_versions(), "stages": [], "artifacts": {}, "files": {},
+        }
+
+    def record_file(self, path: Path) -> str:
+        """Hash ``path`` and record it (relative to the run dir)."""
+        digest = sha256_file(path)
+        self.data["files"][str(path.relative_to(self.run_dir))] = digest
+        return digest
+
+    def reusable(self, key: str) -> dict[str, Any] | None:
+        """The previous run's entry for a stage with cache ``key``, when every file it lists still hashes the same."""
+        entry = self.previous_stages.get(key)
+        if entry is None:
+            return None
+        intact = all((self.run_dir / rel).is_file() and sha256_file(self.run_dir / rel) == digest
+                     for rel, digest in entry.get("files", {}).items())
+        return entry if intact else None
+
+    def save(self, status: str | None = None) -> None:
+        """Rewrite the manifest atomically (rank 0 only under torchrun)."""
+        if not is_main_process():
+            return
+        if status:
+            self.data["status"] = status
+            self.data["finished"] = now()
+        atomic_write_json(self.path, self.data)
+
+
+def now() -> str:
+    """The current UTC time, to the second, as ISO 8601."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def hash_json(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON (the stage cache keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def state_dict_hash(model: torch.nn.Module) -> str:
+    """sha256 of a model's tensors and their names (an in-memory model's identity in the cache key)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

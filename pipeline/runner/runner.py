@@ -1,0 +1,283 @@
+"""One recipe -> one run directory: build, stages, exports, evaluation on each runtime, report.
+
+``Runner.run`` reads as the steps of a run; the run directory and cache live in rundir.py, the measurements in
+evaluation.py and the report's content in assemble.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from edgeship.calibration.splits import Splits, make_splits
+from edgeship.core.artifact import Artifact, InputSpec
+from edgeship.core.environment import library_versions
+from edgeship.core.errors import ConfigError
+from edgeship.core.graph import eval_mode
+from edgeship.core.io import atomic_write_text, sha256_file
+from edgeship.exporters import FORMATS, export_formats
+from edgeship.exporters.base import ExportContext
+from edgeship.inference import predict
+from edgeship.metrics import reference_health
+from edgeship.models import build_model, load_weights
+from edgeship.recipe import Recipe
+from edgeship.runner.assemble import assemble_report, failed_gates
+from edgeship.runner.evaluation import Evaluation, Evaluator, quantization_summary, rows_for
+from edgeship.runner.rundir import Manifest, hash_json, state_dict_hash
+from edgeship.stage import ModelState, StageContext
+from edgeship.stages import build_stage
+from edgeship.training.trainer import is_main_process
+
+ALL_PHASES = ("export", "validate", "profile")
+
+
+@dataclass
+class RunOutcome:
+    """Where the run went and whether it passes its gates."""
+
+    run_dir: Path
+    report: dict[str, Any]
+    failed_gates: list[str] = field(default_factory=list)
+    unsupported: int = 0  # violating op instances when check.fail_on_unsupported is set
+
+    @property
+    def passed(self) -> bool:
+        """True when every gate of every gated row passed."""
+        return not self.failed_gates
+
+
+class Runner:
+    """Executes one recipe. ``log`` receives progress lines; ``resume`` reuses verified stages.
+
+    ``model``: an in-memory ``nn.Module`` to start from instead of building ``recipe.model.source`` (it is
+    copied, never changed).
+    """
+
+    def __init__(self, recipe: Recipe, run_dir: Path, *, resume: bool = False,
+                 log: Callable[[str], None] = print, phases: tuple[str, ...] = ALL_PHASES,
+                 model: torch.nn.Module | None = None) -> None:
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.resume = resume
+        # Under torchrun every rank runs the stages (training stages synchronise through DDP); only rank 0
+        # writes files, exports, validates and reports.
+        self.main = is_main_process()
+        self.log = log if self.main else (lambda _m: None)
+        self.phases = phases
+        self.given_model = model
+        self.notes: list[str] = []
+        self.manifest = Manifest(run_dir, recipe)
+        self.evaluator = Evaluator(recipe, run_dir, self.log, phases)
+
+    # -- the whole run -----------------------------------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        """Execute the recipe end to end and write the report."""
+        from edgeship.report import write_report
+
+        started = time.perf_counter()
+        recipe = self.recipe
+        self.write_resolved_recipe()
+        for note in recipe.deprecations:
+            self.log(f"note: {note}")
+            self.notes.append(note)
+        try:
+            spec = self.input_spec()
+            model = self.build(spec)
+            splits = self.data(spec)
+            state, stages = self.run_stages(ModelState(model=model, spec=spec), splits)
+            if not self.main:
+                return RunOutcome(run_dir=self.run_dir, report={"status": "worker"})
+            model = eval_mode(state.model)
+            reference, float_reference, health = self.references(state, splits)
+            artifacts = self.export(model, spec, state.quantizer) if "export" in self.phases else {}
+            op_check = self.evaluator.check_ops(state, splits, artifacts) if recipe.check.enabled else None
+            twins = self.export_twins(state, stages, artifacts)
+            pytorch_latency = self.time_pytorch(state)
+            ev = Evaluation(splits, reference, float_reference, health, pytorch_latency)
+            results = [self.evaluator.measure(row, ev, {name: by_format[row.artifact.format]
+                                                        for name, by_format in twins.items()
+                                                        if row.artifact.format in by_format})
+                       for row in rows_for(recipe, artifacts)]
+        except BaseException:
+            self.manifest.save(status="error")
+            raise
+        report = assemble_report(
+            recipe=recipe, started=started, model=model, model_source=recipe.model.source, spec=spec, splits=splits,
+            reference=reference, health=health, quantized=state.quantized,
+            quantization=(quantization_summary(state, artifacts, twins.get("fp32", {})) if state.quantized
+                          else None),
+            gate_config=self.evaluator.gate_config(quantized=state.quantized), stages=stages, artifacts=artifacts,
+            run_dir=self.run_dir, pytorch_latency=pytorch_latency, results=results, op_check=op_check,
+            notes=self.notes)
+        for path in write_report(self.run_dir, report):
+            self.manifest.record_file(path)
+        self.manifest.save(status=report["status"])
+        unsupported = sum(v["count"] for v in op_check["violations"]) if op_check else 0
+        return RunOutcome(run_dir=self.run_dir, report=report, failed_gates=failed_gates(results),
+                          unsupported=unsupported if recipe.check.fail_on_unsupported else 0)
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def write_resolved_recipe(self) -> None:
+        """``recipe.resolved.yaml``: the recipe after defaults, overrides and renamed keys."""
+        if self.main:
+            path = self.run_dir / "recipe.resolved.yaml"
+            atomic_write_text(path, yaml.safe_dump(self.recipe.dump(), sort_keys=False))
+            self.manifest.record_file(path)
+            self.manifest.save()
+
+    def input_spec(self) -> InputSpec:
+        """The recipe's input contract."""
+        i = self.recipe.model.input
+        return InputSpec(shape=tuple(i.shape), mean=tuple(i.mean), std=tuple(i.std), num_classes=i.num_classes)
+
+    def build(self, spec: InputSpec) -> torch.nn.Module:
+        """Build the model (or copy the given one), load weights, and prove the input shape and class count fit."""
+        cfg = self.recipe.model
+        torch.manual_seed(self.recipe.seed)
+        model = copy.deepcopy(self.given_model) if self.given_model is not None else (
+            build_model(cfg.source, spec.num_classes))
+        if cfg.weights:
+            load_weights(model, Path(cfg.weights))
+        model.eval()
+        try:
+            with torch.inference_mode():
+                out = model(torch.zeros(spec.shape))
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"model.input.shape {list(spec.shape)} does not fit {cfg.source}: the forward pass "
+                              f"failed with {type(e).__name__}: {first}") from None
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape != (spec.batch, spec.num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(f"model.input: {cfg.source} returns {shape} for input {list(spec.shape)}; expected "
+                              f"logits of shape ({spec.batch}, {spec.num_classes}) (check model.input.num_classes)")
+        return model
+
+    def data(self, spec: InputSpec) -> Splits:
+        """Load and split the recipe's data sources."""
+        d = self.recipe.data
+        splits = make_splits(d.calibration.source, d.validation.source, d.calibration.samples,
+                             d.validation.samples, d.seed, spec.sample_shape, spec.mean, spec.std)
+        self.notes.extend(splits.notes)
+        if d.validation.source.startswith("synthetic"):
+            self.notes.append("validation data is synthetic noise: agreement on it is a smoke test, not evidence")
+        self.log(f"data: validation {len(splits.validation)} samples ({splits.validation.origin}); "
+                 f"calibration {len(splits.calibration)}; train {len(splits.train)}")
+        return splits
+
+    # -- stages ------------------------------------------------------------------------------------------------
+    def model_key(self, state: ModelState) -> str:
+        """The cache key of the model a run starts from: its source and weights, or an in-memory model's tensors."""
+        cfg = self.recipe.model
+        weights_hash = sha256_file(Path(cfg.weights)) if cfg.weights else None
+        origin = state_dict_hash(state.model) if self.given_model is not None else cfg.source
+        return hash_json({"source": origin, "weights": weights_hash, "spec": state.spec.to_dict(),
+                          "seed": self.recipe.seed})
+
+    def run_stages(self, state: ModelState, splits: Splits) -> tuple[ModelState, list[dict[str, Any]]]:
+        """Run (or reuse, with --resume) each stage in order; return the final state and the stage records."""
+        prev_key = self.model_key(state)
+        data_key = [splits.train.fingerprint(), splits.calibration.fingerprint(), splits.validation.fingerprint()]
+        stages = [build_stage(config) for config in self.recipe.stages]
+        # The model before compression: distill's default teacher and the pruned run's timed baseline.
+        needs_reference = any(s.needs_reference for s in stages)
+        records = []
+        for i, stage in enumerate(stages, start=1):
+            key = hash_json({"stage": stage.config.model_dump(), "input": prev_key, "data": data_key,
+                             "seed": self.recipe.seed, "versions": library_versions()})
+            workdir = self.run_dir / "stages" / f"{i:02d}-{stage.name}"
+            cached = self.manifest.reusable(key) if self.resume else None
+            ctx = StageContext(workdir=workdir, splits=splits, seed=self.recipe.seed, log=self.log,
+                               resume=self.resume, fingerprint=key)
+            if needs_reference and not stage.makes_input and state.reference is None:
+                state.reference = copy.deepcopy(state.model).eval()
+            if cached:
+                state = stage.load(state, ctx)
+                entry = {**cached, "reused": True}
+                self.log(f"stage {i} {stage.name}: reused (inputs and config unchanged, files verified)")
+            else:
+                self.log(f"stage {i} {stage.name}: running")
+                workdir.mkdir(parents=True, exist_ok=True)
+                t0 = time.perf_counter()
+                result = stage.run(state, ctx)
+                state = result.state
+                eval_mode(state.model)
+                files = stage.save(state, ctx) if self.main else []
+                self.notes.extend(result.notes)
+                entry = {"index": i, "type": stage.name, "key": key, "status": "done", "reused": False,
+                         "seconds": round(time.perf_counter() - t0, 2), "config": stage.config.model_dump(),
+                         "metrics": result.metrics,
+                         "files": {str(f.relative_to(self.run_dir)): sha256_file(f) for f in files}}
+            self.manifest.data["files"].update(entry["files"])
+            self.manifest.data["stages"].append(entry)
+            self.manifest.save()
+            state.history.append({"stage": stage.name, "metrics": entry["metrics"]})
+            records.append(entry)
+            prev_key = key
+        return state, records
+
+    # -- references, exports, twins ----------------------------------------------------------------------------
+    def references(self, state: ModelState, splits: Splits) -> tuple[Any, Any, dict[str, Any]]:
+        """The reference logits (PT2E model when quantized), the float model's (quantized runs) and their health."""
+        batch = self.recipe.data.batch_size
+        reference = predict(state.model, splits.validation.x, batch)
+        float_reference = predict(state.float_model, splits.validation.x, batch) if state.quantized else None
+        health = reference_health(reference)
+        if health["single_class"] and not health["constant"]:
+            self.notes.append("the reference predicts one class for every validation sample: top-1 agreement "
+                              "is weak evidence; the error gates carry the weight")
+        return reference, float_reference, health
+
+    def export(self, model: torch.nn.Module, spec: InputSpec, quantizer: Any = None,
+               subdir: str = "artifacts") -> dict[str, Artifact]:
+        """Write every requested format under ``subdir``; each artifact appears only once complete."""
+        exp = self.recipe.export
+        ctx = ExportContext(out_dir=self.run_dir / subdir, log_dir=self.run_dir / "logs", quantizer=quantizer,
+                            dynamic_batch=exp.dynamic_batch)
+        where = "" if subdir == "artifacts" else f" ({subdir})"
+
+        def done(artifact: Artifact) -> None:
+            for f in artifact.files:
+                self.manifest.record_file(f)
+            fmt = artifact.format
+            key = fmt if subdir == "artifacts" else f"{subdir.removeprefix('artifacts/')}/{fmt}"
+            self.manifest.data["artifacts"][key] = artifact.to_dict(self.run_dir)
+            self.manifest.save()
+            self.log(f"export {fmt}{where}: {artifact.size_bytes / 1e6:.2f} MB in {artifact.export_seconds:.1f} s "
+                     f"({artifact.converter})")
+
+        options = {name: getattr(exp, name) for name in FORMATS}
+        return export_formats(model, spec, ctx, exp.formats, options,
+                              on_start=lambda fmt: self.log(f"export {fmt}{where}: converting"), on_done=done)
+
+    def export_twins(self, state: ModelState, stages: list[dict[str, Any]],
+                     artifacts: dict[str, Artifact]) -> dict[str, dict[str, Artifact]]:
+        """The models every artifact is timed against on its own runtime, exported in the same formats.
+
+        ``fp32``: the float model of a quantized run; ``baseline``: the model before a stage that changed layer
+        shapes (pruning). Only when timing, and each only when ``latency.compare_*`` asks for it.
+        """
+        lat = self.recipe.latency
+        if not (self.evaluator.timing and artifacts):
+            return {}
+        twins = {}
+        if state.quantized and lat.compare_fp32:
+            twins["fp32"] = self.export(state.float_model, state.spec, subdir="artifacts/fp32")
+        from edgeship.stages import stage_class
+
+        if lat.compare_baseline and any(stage_class(s["type"]).changes_shape for s in stages):
+            twins["baseline"] = self.export(state.reference, state.spec, subdir="artifacts/baseline")
+        return twins
+
+    def time_pytorch(self, state: ModelState) -> dict[str, Any] | None:
+        """PyTorch eager fp32 latency (the float model of a quantized run), when timing."""
+        if not self.evaluator.timing:
+            return None
+        self.log("profile pytorch (eager fp32)")
+        return self.evaluator.pytorch_latency(state.float_model if state.quantized else state.model, state.spec)
