@@ -21,7 +21,7 @@ MSE_GRID = torch.linspace(0.2, 1.0, 81)
 
 def _fake_quant(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int,
                 symmetric: bool) -> torch.Tensor:
-    """Quantize-dequantize ``x`` with the range [lo, hi] (broadcast), as the runtimes will."""
+    """Quantize-dequantize each row of ``x`` (C, N) with its range [lo, hi] (C, 1), as the runtimes will."""
     if symmetric:
         scale = torch.maximum(-lo, hi) / ((qmax - qmin) / 2)
         zero = torch.zeros_like(scale)
@@ -29,7 +29,8 @@ def _fake_quant(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int, 
         scale = (hi - lo) / (qmax - qmin)
         zero = torch.round(qmin - lo / scale.clamp_min(1e-12))
     scale = scale.clamp_min(1e-12)
-    return (torch.clamp(torch.round(x / scale) + zero, qmin, qmax) - zero) * scale
+    return torch.fake_quantize_per_channel_affine(x, scale.reshape(-1).float(), zero.reshape(-1).to(torch.int32),
+                                                  0, qmin, qmax)
 
 
 def mse_clip(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int,

@@ -76,32 +76,34 @@ def _npz(arg: str | None, sample_shape: tuple[int, ...], seed: int, count: int) 
 
 def _imagefolder(arg: str | None, sample_shape: tuple[int, ...], seed: int, count: int) -> RawData:
     from PIL import Image
+    from torchvision.datasets import ImageFolder
 
     if not arg:
         raise DataError("data source 'imagefolder:<dir>' needs a directory with one sub-directory per class")
     root = Path(arg)
     if not root.is_dir():
         raise DataError(f"data source imagefolder: directory not found: {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{root}: expected one sub-directory per class (ImageFolder layout); found none")
     channels, height, width = sample_shape
-    xs, ys = [], []
-    for label, name in enumerate(classes):
-        for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.float32) / 255.0
-            except Exception as e:
-                raise DataError(f"{f}: not a readable image ({e})") from e
-            xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-            ys.append(label)
-    if not xs:
+
+    def load(path: str) -> np.ndarray:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+                arr = np.asarray(im, dtype=np.float32) / 255.0
+        except Exception as e:
+            raise DataError(f"{path}: not a readable image ({e})") from e
+        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+    try:
+        folder = ImageFolder(str(root), loader=load, allow_empty=True,
+                             is_valid_file=lambda p: Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    except FileNotFoundError:
+        raise DataError(f"{root}: expected one sub-directory per class (ImageFolder layout); found none") from None
+    if not len(folder):
         raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under the class directories")
-    return RawData(x=np.stack(xs), y=np.asarray(ys, dtype=np.int64), origin=f"imagefolder:{root}", class_names=classes)
+    xs, ys = zip(*(folder[i] for i in range(len(folder))), strict=True)
+    return RawData(x=np.stack(xs), y=np.asarray(ys, dtype=np.int64), origin=f"imagefolder:{root}",
+                   class_names=folder.classes)
 
 
 def _synthetic(arg: str | None, sample_shape: tuple[int, ...], seed: int, count: int) -> RawData:

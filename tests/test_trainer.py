@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -111,6 +112,16 @@ def test_schedules_warm_up_then_decay_or_hold():
             sched.step()
         assert lrs[0] == pytest.approx(0.025) and lrs[1] == pytest.approx(0.05)
         assert opt.param_groups[0]["lr"] == pytest.approx(last, abs=1e-9)
+    cfg = CFG.model_copy(update={"schedule": "cosine_restarts", "restart_epochs": 2, "warmup_epochs": 0})
+    opt = _optimizer(cfg, list(_model().parameters()))
+    sched = _scheduler(cfg, opt, steps_per_epoch=2, total=12)
+    lrs = []
+    for _ in range(9):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    period = [0.05 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert lrs == pytest.approx(period * 2 + period[:1])  # restarts every 4 steps
 
 
 def test_two_gloo_processes_end_with_identical_weights(tmp_path):

@@ -73,21 +73,23 @@ def _optimizer(cfg: TrainerConfig, params: list[nn.Parameter]) -> torch.optim.Op
 
 def _scheduler(cfg: TrainerConfig, opt: torch.optim.Optimizer, steps_per_epoch: int,
                total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule from ``torch.optim.lr_scheduler``, stepped per optimizer step (warm-up, then the main one)."""
+    schedulers = torch.optim.lr_scheduler
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15)
+        return schedulers.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15)
     warm = int(cfg.warmup_epochs * steps_per_epoch)
     period = cfg.restart_epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if cfg.schedule == "constant":
-            return 1.0
-        if cfg.schedule == "cosine_restarts":  # SGDR (Loshchilov & Hutter), fixed period
-            return 0.5 * (1 + math.cos(math.pi * ((step - warm) % period) / period))
-        return 0.5 * (1 + math.cos(math.pi * min(step - warm, total - warm) / max(1, total - warm)))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    main = {
+        "constant": lambda: schedulers.ConstantLR(opt, factor=1.0, total_iters=0),
+        "cosine": lambda: schedulers.CosineAnnealingLR(opt, T_max=max(1, total - warm)),
+        # SGDR (Loshchilov & Hutter) with a fixed period
+        "cosine_restarts": lambda: schedulers.CosineAnnealingWarmRestarts(opt, T_0=period),
+    }[cfg.schedule]()
+    if not warm:
+        return main
+    # step k of the warm-up runs at (k + 1) / warm of the learning rate
+    warmup = schedulers.LinearLR(opt, start_factor=1 / warm, total_iters=max(warm - 1, 1))
+    return schedulers.SequentialLR(opt, [warmup, main], milestones=[warm])
 
 
 class _Progress:
