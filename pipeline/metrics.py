@@ -1,4 +1,4 @@
-"""Agreement and error metrics between an artifact's logits and a reference's, exactly as design.md defines them.
+"""Agreement and error metrics between an artifact's logits and a reference's (docs/design.md, validation contract).
 
 One tie rule everywhere: ``argmax`` picks the lowest index (numpy's behaviour), for training metrics and
 artifact validation alike.
@@ -116,7 +116,7 @@ def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None = None) 
 
 
 def label_metrics(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
-    """The label-preservation metrics of methods.md §5 (used per training epoch and in reports).
+    """The label-preservation metrics (docs/stages/distill.md), per training epoch and in reports.
 
     ``agreement``, ``mismatch`` and ``mismatches`` (a count), per-class flip rate and, with labels, the
     student's and reference's accuracy and the mismatch rate where the reference is correct.

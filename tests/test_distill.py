@@ -115,7 +115,7 @@ def test_tuner_picks_the_fewest_held_out_mismatches():
 def test_method_presets():
     lp = DistillConfig(type="distill", method="label_preservation", alpha=2, beta=0.5, temperature=3)
     assert [(s.type, s.weight) for s in lp.method_terms()] == [("ce", 1.0), ("kd", 2.0), ("logit_mse", 0.5)]
-    assert not lp.method_terms()[1].standardize  # the loss as methods.md writes it, unless asked
+    assert not lp.method_terms()[1].standardize  # the loss as the paper writes it, unless asked
     assert DistillConfig(type="distill", method="label_preservation",
                          standardize=True).method_terms()[1].standardize
     fm = DistillConfig(type="distill", method="function_matching")

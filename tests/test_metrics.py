@@ -1,4 +1,4 @@
-"""Metrics against hand-computed values (design.md's validation contract)."""
+"""Metrics against hand-computed values (docs/design.md's validation contract)."""
 
 import math
 

@@ -1,6 +1,6 @@
 """Error taxonomy: every user-facing failure is an ``EdgeshipError`` carrying its documented exit code.
 
-Exit codes (README, design.md): 0 ok · 1 internal error · 2 bad recipe/arguments · 3 unsupported ops ·
+Exit codes (README.md, docs/design.md): 0 ok · 1 internal error · 2 bad recipe/arguments · 3 unsupported ops ·
 4 validation gate failed · 5 corrupt or untrusted input.
 """
 

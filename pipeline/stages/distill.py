@@ -40,7 +40,7 @@ def _macs(model: nn.Module, shape: tuple[int, ...]) -> int:
 
 
 class DistillStage(Stage[DistillConfig]):
-    """Knowledge distillation with composable losses; metrics per epoch as methods.md §5 defines them."""
+    """Knowledge distillation with composable losses; metrics per epoch as docs/stages/distill.md lists them."""
 
     name = "distill"
     config_cls = DistillConfig
