@@ -87,7 +87,7 @@ def zoo(names: list[str], variants: list[str]) -> dict[str, Any]:
             out[key] = {"rewrites": a["rewrites"], "violations": report["check"]["violations_by_level"],
                         "val_accuracy": trained["metrics"]["val_accuracy"] if trained else None,
                         "ops_seen": report["check"]["ops_seen"],
-                        "agreement": {r["target"]: r["metrics"]["top1_agreement"] for r in gated},
+                        "agreement": {r["runtime"]: r["metrics"]["top1_agreement"] for r in gated},
                         "status": report["status"], "seconds": round(time.perf_counter() - start)}
             print(key, json.dumps(out[key]), flush=True)
     return out

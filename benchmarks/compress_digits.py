@@ -70,7 +70,7 @@ def student(seeds: list[int]) -> dict[str, Any]:
         rows.append({"seed": seed, "macs_ratio": d["student_macs"] / d["teacher_macs"],
                      "teacher_accuracy": final["reference_accuracy"], "student_accuracy": final["accuracy"],
                      "agreement_with_teacher": final["agreement"],
-                     "artifact_agreement_with_student": {r["target"]: r["metrics"]["top1_agreement"]
+                     "artifact_agreement_with_student": {r["runtime"]: r["metrics"]["top1_agreement"]
                                                          for r in report["results"] if r["gated"]}})
     return {"runs": rows,
             "accuracy_drop_points": mean_std([100 * (r["teacher_accuracy"] - r["student_accuracy"]) for r in rows]),
@@ -127,8 +127,8 @@ def zoo() -> dict[str, Any]:
         gated = [r for r in report["results"] if r["gated"]]
         out[name] = {"macs_ratio": p["macs_ratio"], "params_ratio": p["params_ratio"],
                      "attention_heads": p.get("attention_heads"),
-                     "agreement": {r["target"]: r["metrics"]["top1_agreement"] for r in gated},
-                     "rel_max_err": {r["target"]: r["metrics"]["rel_max_err"] for r in gated},
+                     "agreement": {r["runtime"]: r["metrics"]["top1_agreement"] for r in gated},
+                     "rel_max_err": {r["runtime"]: r["metrics"]["rel_max_err"] for r in gated},
                      "status": report["status"]}
         print(name, json.dumps(out[name]), flush=True)
     return out
@@ -140,7 +140,7 @@ def resnet18() -> dict[str, Any]:
     report = run(example)
     p = report["stages"][0]["metrics"]
     return {"macs_ratio": p["macs_ratio"], "params_ratio": p["params_ratio"],
-            "runtimes": {r["target"]: {"pruned_p50_ms": r["latency"]["p50"],
+            "runtimes": {r["runtime"]: {"pruned_p50_ms": r["latency"]["p50"],
                                        "unpruned_p50_ms": r["baseline_latency"]["p50"],
                                        "speedup": r["speedup_vs_baseline"],
                                        "agreement": r["metrics"]["top1_agreement"]}

@@ -49,10 +49,10 @@ def main() -> None:
         entry = {"pytorch_eager_p50_ms": eager, "formats": {}}
         for fmt, target in (("onnx", "onnxruntime"), ("tflite", "litert"), ("openvino", "openvino"),
                             ("openvino", "openvino@default")):
-            res = [next(t for t in r["results"] if t["target"] == target) for r in reports]
+            res = [next(t for t in r["results"] if t["runtime"] == target) for r in reports]
             p50 = median([t["latency"]["p50"] for t in res])
             f = {
-                "target": target,
+                "runtime": target,
                 "precision": res[0]["precision"],
                 "export_seconds": median([r["artifacts"][fmt]["export_seconds"] for r in reports]),
                 "artifact_mb": reports[0]["artifacts"][fmt]["size_bytes"] / 1e6,

@@ -40,7 +40,7 @@ def digits_recipe(seed: int, quantize: dict[str, Any]) -> dict[str, Any]:
 
 
 def litert_row(report: dict[str, Any]) -> dict[str, Any]:
-    t = next(r for r in report["results"] if r["target"] == "litert")
+    t = next(r for r in report["results"] if r["runtime"] == "litert")
     return {"vs_float": t["metrics_vs_float"]["top1_agreement"], "vs_pt2e": t["metrics"]["top1_agreement"],
             "accuracy": t["metrics"].get("accuracy"), "teacher_accuracy": t["metrics_vs_float"].get("accuracy")}
 
@@ -87,7 +87,7 @@ def resnet18(repeats: int) -> tuple[dict[str, Any], list[list[Any]], dict[str, A
     out: dict[str, Any] = {"pytorch_eager_p50_ms": eager, "targets": {}}
     rows = []
     for target in ("onnxruntime", "litert", "openvino", "openvino@default"):
-        res = [next(t for t in r["results"] if t["target"] == target) for r in reports]
+        res = [next(t for t in r["results"] if t["runtime"] == target) for r in reports]
         int8, fp32 = median([t["latency"]["p50"] for t in res]), median([t["fp32_latency"]["p50"] for t in res])
         entry = {"agreement_vs_pt2e": min(t["metrics"]["top1_agreement"] for t in res),
                  "agreement_vs_float": min(t["metrics_vs_float"]["top1_agreement"] for t in res),
@@ -132,7 +132,7 @@ def render(payload: dict[str, Any]) -> str:
 def onnx_w4(sizes: dict[str, Any]) -> dict[str, Any]:
     """ONNX size of resnet18 at W4A8 (first conv and classifier at 8 bits) against the fp32 file."""
     w4 = run(resnet18_recipe(4, False))
-    onnx_row = next(t for t in w4["results"] if t["target"] == "onnxruntime")
+    onnx_row = next(t for t in w4["results"] if t["runtime"] == "onnxruntime")
     sizes.update({"w4_onnx_bytes": w4["quantization"]["sizes"]["onnx"]["bytes"],
                   "w4_onnx_agreement_vs_pt2e": onnx_row["metrics"]["top1_agreement"],
                   "w4_onnx_precision": onnx_row["precision"],

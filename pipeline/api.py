@@ -47,7 +47,7 @@ class RunResult:
     @property
     def results(self) -> dict[str, dict[str, Any]]:
         """One row per runtime (``onnxruntime``, ``litert``, ``openvino``, ``openvino@default``, ...)."""
-        return {r["target"]: r for r in self.report["results"]}
+        return {r["runtime"]: r for r in self.report["results"]}
 
     @property
     def artifacts(self) -> dict[str, Artifact]:

@@ -64,6 +64,17 @@ class ModelConfig(Strict):
     weights: str | None = Field(default=None, description=".pt/.pth state_dict or .safetensors; none = as built")
     input: InputConfig
 
+    @field_validator("source")
+    @classmethod
+    def _moved(cls, v: str) -> str:
+        # edgeship's own modules were importable as `pipeline.*` before they moved into the edgeship namespace.
+        if v.startswith("pipeline."):
+            new = "edgeship." + v.removeprefix("pipeline.")
+            warnings.warn(f"model.source {v} is deprecated: edgeship's modules are now edgeship.* ({new})",
+                          DeprecatedKey, stacklevel=2)
+            return new
+        return v
+
 
 class SplitConfig(Strict):
     """One data split: a source and how many samples to take from it."""

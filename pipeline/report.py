@@ -45,7 +45,7 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
             p50.append(report["pytorch_latency"]["p50"])
             p90.append(report["pytorch_latency"]["p90"])
         for r in rows:
-            labels.append(f"{r['target']} ({r['precision']})")
+            labels.append(f"{r['runtime']} ({r['precision']})")
             p50.append(r["latency"]["p50"])
             p90.append(r["latency"]["p90"])
         fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(labels)))
@@ -55,20 +55,20 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_xlabel(f"latency per call, ms (batch {rows[0]['latency']['batch'] if rows else 1}, "
                       f"{report['threads']} threads)")
         ax.legend(loc="lower right")
-        plots.append(("Latency per target", _png(fig)))
+        plots.append(("Latency per runtime", _png(fig)))
     rows = [r for r in report["results"] if "metrics" in r]
     if rows:
         fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
         vals = [r["metrics"]["top1_agreement"] for r in rows]
         colors = ["#55a868" if r["status"] == "pass" else "#8c8c8c" if r["status"] == "info" else "#c44e52"
                   for r in rows]
-        ax.barh([r["target"] for r in rows], vals, color=colors)
+        ax.barh([r["runtime"] for r in rows], vals, color=colors)
         ax.axvline(report["gate_config"]["top1_agreement_min"], color="black", linestyle="--", label="gate")
         ax.set_xlim(min(0.9, min(vals) - 0.01), 1.0005)
         ax.invert_yaxis()
         ax.set_xlabel("top-1 agreement with the PyTorch reference")
         ax.legend(loc="lower left")
-        plots.append(("Top-1 agreement per target", _png(fig)))
+        plots.append(("Top-1 agreement per runtime", _png(fig)))
     return plots
 
 
@@ -117,9 +117,9 @@ def render_html(report: dict[str, Any]) -> str:
             [[f, v["bytes"] / 1e6, v["fp32_bytes"] / 1e6, v["ratio_vs_fp32"], v["fp32_basis"]]
              for f, v in q["sizes"].items()]))
         parts.append("<h2>Against the float model (second reference)</h2>" + _table(
-            ["target", "top-1 agree", "mismatch when float correct", "rel max err", "SQNR dB", "accuracy",
+            ["runtime", "top-1 agree", "mismatch when float correct", "rel max err", "SQNR dB", "accuracy",
              "int8 p50 ms", "fp32 twin p50 ms", "speed-up vs fp32"],
-            [[t["target"], t["metrics_vs_float"]["top1_agreement"],
+            [[t["runtime"], t["metrics_vs_float"]["top1_agreement"],
               t["metrics_vs_float"].get("mismatch_when_reference_correct"), t["metrics_vs_float"]["rel_max_err"],
               t["metrics_vs_float"]["sqnr_db"], t["metrics_vs_float"].get("accuracy"),
               t.get("latency", {}).get("p50"), t.get("fp32_latency", {}).get("p50"), t.get("speedup_vs_fp32")]
@@ -136,14 +136,14 @@ def render_html(report: dict[str, Any]) -> str:
             [[c["layer"], c["before"], c["after"]] for c in m["channels"] if c["before"] != c["after"]]))
     if any("speedup_vs_baseline" in t for t in r["results"]):
         parts.append("<h2>Measured speed against the unpruned model (same runtime)</h2>" + _table(
-            ["target", "pruned p50 ms", "unpruned p50 ms", "speed-up"],
-            [[t["target"], t["latency"]["p50"], t["baseline_latency"]["p50"], t["speedup_vs_baseline"]]
+            ["runtime", "pruned p50 ms", "unpruned p50 ms", "speed-up"],
+            [[t["runtime"], t["latency"]["p50"], t["baseline_latency"]["p50"], t["speedup_vs_baseline"]]
              for t in r["results"] if "speedup_vs_baseline" in t]))
     rows = []
     for t in r["results"]:
         mt = t.get("metrics", {})
         lat = t.get("latency", {})
-        rows.append([t["target"], t["precision"], t.get("status", "—"), mt.get("top1_agreement"),
+        rows.append([t["runtime"], t["precision"], t.get("status", "—"), mt.get("top1_agreement"),
                      mt.get("top5_overlap"), mt.get("rel_max_err"), mt.get("max_abs_err"), mt.get("cosine"),
                      mt.get("sqnr_db"), mt.get("non_finite"), mt.get("accuracy"), lat.get("p50"), lat.get("p90"),
                      lat.get("p99"), t.get("speedup_vs_pytorch")])
@@ -152,12 +152,13 @@ def render_html(report: dict[str, Any]) -> str:
         rows.insert(0, ["pytorch eager", "fp32", "reference", 1.0, 1.0, 0.0, 0.0, 1.0, None, 0,
                         r["reference"]["accuracy"], p["p50"], p["p90"], p["p99"], 1.0])
     parts.append("<h2>Validation and latency</h2>" + _table(
-        ["target", "precision", "status", "top-1 agree", "top-5 overlap", "rel max err", "max abs err", "cosine",
+        ["runtime", "precision", "status", "top-1 agree", "top-5 overlap", "rel max err", "max abs err", "cosine",
          "SQNR dB", "non-finite", "accuracy", "p50 ms", "p90 ms", "p99 ms", "speed-up vs PyTorch"], rows))
-    gate_rows = [[t["target"], g["gate"], g["value"], g["threshold"], "pass" if g["passed"] else "FAIL", g["detail"]]
+    gate_rows = [[t["runtime"], g["gate"], g["value"], g["threshold"], "pass" if g["passed"] else "FAIL", g["detail"]]
                  for t in r["results"] if t.get("gated") for g in t.get("gates", [])]
     if gate_rows:
-        parts.append("<h2>Gates</h2>" + _table(["target", "gate", "value", "threshold", "result", "detail"], gate_rows))
+        parts.append("<h2>Gates</h2>" + _table(["runtime", "gate", "value", "threshold", "result", "detail"],
+                                               gate_rows))
     for title, png in _plots(r):
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     c = r.get("check")
@@ -168,9 +169,9 @@ def render_html(report: dict[str, Any]) -> str:
                          ["level", "op", "canonical", "count", "reason", "detail", "where (first)"],
                          [[v["level"], v["op"], v["canonical"], v["count"], v["reason"], v["detail"],
                            ", ".join(v["where"][:3])] for v in c["violations"]]))
-    op_rows = [[t["target"], o["op"], o["precision"], o["count"]] for t in r["results"] for o in t.get("ops", [])]
+    op_rows = [[t["runtime"], o["op"], o["precision"], o["count"]] for t in r["results"] for o in t.get("ops", [])]
     if op_rows:
-        parts.append("<h2>What actually runs</h2>" + _table(["target", "op", "precision", "count"], op_rows))
+        parts.append("<h2>What actually runs</h2>" + _table(["runtime", "op", "precision", "count"], op_rows))
     parts.append("<h2>Versions</h2>" + _table(["library", "version"], [[k, v] for k, v in r["versions"].items()]))
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
              "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}"
@@ -188,22 +189,22 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> list[Path]:
 
 
 def summary_table(report: dict[str, Any]) -> Any:
-    """A short rich table for the console: one row per target."""
+    """A short rich table for the console: one row per runtime."""
     from rich.table import Table
 
     t = Table(title=f"edgeship · {report['name']} · {report['status'].upper()}", title_justify="left")
     twins = [(key, title) for key, title in (("fp32", "vs fp32"), ("baseline", "vs unpruned"))
              if any(f"speedup_vs_{key}" in r for r in report["results"])]
-    cols = ["target", "precision", "status", "top-1 agree", "rel max err", "p50 ms", "vs PyTorch"]
+    cols = ["runtime", "precision", "status", "top-1 agree", "rel max err", "p50 ms", "vs PyTorch"]
     for col in cols + [title for _, title in twins]:
-        t.add_column(col, justify="left" if col in ("target", "precision", "status") else "right")
+        t.add_column(col, justify="left" if col in ("runtime", "precision", "status") else "right")
     if report.get("pytorch_latency"):
         t.add_row("pytorch eager", "fp32", "reference", "—", "—", f"{report['pytorch_latency']['p50']:.3f}", "1.00x",
                   *(["—"] * len(twins)))
     for r in report["results"]:
         m, lat = r.get("metrics", {}), r.get("latency", {})
         style = {"pass": "green", "fail": "bold red", "info": "dim"}.get(r.get("status", ""), "")
-        t.add_row(r["target"], r["precision"], f"[{style}]{r.get('status', '—')}[/]" if style else "—",
+        t.add_row(r["runtime"], r["precision"], f"[{style}]{r.get('status', '—')}[/]" if style else "—",
                   _fmt(m.get("top1_agreement")), _fmt(m.get("rel_max_err"), 2),
                   f"{lat['p50']:.3f}" if lat else "—",
                   f"{r['speedup_vs_pytorch']:.2f}x" if r.get("speedup_vs_pytorch") else "—",

@@ -76,13 +76,12 @@ ConfigT = TypeVar("ConfigT", bound=StageConfig)
 
 
 class Stage(Generic[ConfigT]):
-    """A model transformation. Subclasses set ``name``/``config_cls`` and implement ``run``.
+    """A model transformation: subclasses set ``name``, bind their config (``Stage[PruneConfig]``), implement ``run``.
 
     The class attributes tell the runner what a stage needs, so the runner never tests stage names.
     """
 
     name: ClassVar[str]
-    config_cls: ClassVar[type[StageConfig]]
     # Uses the model before compression (``ModelState.reference``): distill's default teacher, prune's baseline.
     needs_reference: ClassVar[bool] = False
     # Produces the input model itself (training from scratch): the reference is taken after it, not before.

@@ -48,8 +48,8 @@ def load_report(run_dir: Path) -> dict:
 
 
 def gated_results(run_dir: Path) -> dict[str, dict]:
-    """The gated result rows of a run, by target; all three runtimes must be there."""
-    rows = {r["target"]: r for r in load_report(run_dir)["results"] if r["gated"]}
+    """The gated result rows of a run, by runtime; all three runtimes must be there."""
+    rows = {r["runtime"]: r for r in load_report(run_dir)["results"] if r["gated"]}
     assert set(rows) == {"onnxruntime", "litert", "openvino"}
     return rows
 

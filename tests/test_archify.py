@@ -316,3 +316,13 @@ def test_rewrite_names_in_config_match_the_rewrites():
     from edgeship.archify.rewrites import REWRITES
 
     assert tuple(REWRITES) == REWRITE_NAMES  # the config validates recipe names against REWRITE_NAMES
+
+
+def test_distill_targets_is_the_deprecated_name_of_blocks(tmp_path):
+    from tests.conftest import tiny_recipe
+
+    r = parse_recipe(tiny_recipe(tmp_path, stages=[{"type": "train"}, {"type": "archify", "profile": "archnet",
+                                                                        "distill": {"targets": ["3"]}}]))
+    assert r.stages[1].distill.blocks == ["3"]
+    assert r.deprecations == ["archify.distill.targets is deprecated: the key is now archify.distill.blocks "
+                              "(the old name still works)"]

@@ -109,7 +109,7 @@ def test_zero_head_reference_fails_with_exit_4(tmp_path, capsys):
     assert "meaningless" in err and "zero-initialised" in err
     report = load_report(tmp_path / "run")
     assert report["status"] == "fail" and report["reference"]["health"]["constant"]
-    onnx_row = next(r for r in report["results"] if r["target"] == "onnxruntime")
+    onnx_row = next(r for r in report["results"] if r["runtime"] == "onnxruntime")
     assert onnx_row["metrics"]["top1_agreement"] == 1.0 and onnx_row["status"] == "fail"
 
 

@@ -123,7 +123,7 @@ def test_pruned_run_times_the_unpruned_model_on_the_same_runtime(tmp_path):
     recipe = prune_recipe(tmp_path, criterion="l1", target_macs=0.5)
     recipe["latency"] = {"threads": 1, "warmup": 1, "runs": 10}
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
-    row = next(r for r in load_report(tmp_path / "run")["results"] if r["target"] == "onnxruntime")
+    row = next(r for r in load_report(tmp_path / "run")["results"] if r["runtime"] == "onnxruntime")
     assert row["speedup_vs_baseline"] == pytest.approx(row["baseline_latency"]["p50"] / row["latency"]["p50"],
                                                        rel=1e-2)
     assert (tmp_path / "run" / "artifacts" / "baseline" / "model.onnx").is_file()

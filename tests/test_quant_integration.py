@@ -31,7 +31,7 @@ def test_all_runtimes_agree_with_the_pt2e_reference(quant_run):
     r = load_report(run_dir)
     gated = gated_results(run_dir)
     for t in gated.values():
-        assert t["metrics"]["top1_agreement"] >= 0.995, t["target"]
+        assert t["metrics"]["top1_agreement"] >= 0.995, t["runtime"]
         assert "top1_agreement" in t["metrics_vs_float"]
     # <8-bit weights ride in int8 containers in TFLite, and in OpenVINO (converted from a copy of the ONNX with
     # INT4 widened to INT8, see exporters/onnx_qdq.widen_int4), so both run every layer in int8.
@@ -109,7 +109,7 @@ def test_int4_can_be_stored_in_int8_containers_for_speed(tmp_path):
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     model = onnx.load(str(tmp_path / "run" / "artifacts" / "model.onnx"))
     assert not [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT4]
-    ort = next(t for t in load_report(tmp_path / "run")["results"] if t["target"] == "onnxruntime")
+    ort = next(t for t in load_report(tmp_path / "run")["results"] if t["runtime"] == "onnxruntime")
     assert ort["precision"] == "int8" and ort["metrics"]["top1_agreement"] >= 0.995
 
 
@@ -121,7 +121,7 @@ def test_int8_io_option_keeps_integer_tensors(tmp_path):
 
     interp = Interpreter(model_path=str(tmp_path / "run" / "artifacts" / "model.tflite"))
     assert interp.get_input_details()[0]["dtype"] == np.int8
-    litert = next(t for t in load_report(tmp_path / "run")["results"] if t["target"] == "litert")
+    litert = next(t for t in load_report(tmp_path / "run")["results"] if t["runtime"] == "litert")
     assert litert["metrics"]["top1_agreement"] >= 0.995  # the target quantizes at the boundary itself
 
 
@@ -158,7 +158,7 @@ def test_resume_reuses_the_quantize_stage(tmp_path):
     second = load_report(tmp_path / "run")
     assert [s["reused"] for s in second["stages"]] == [True, True]
     assert (tmp_path / "run" / "stages" / "02-quantize" / "model.pt2").is_file()
-    onnx_row = next(t for t in second["results"] if t["target"] == "onnxruntime")
+    onnx_row = next(t for t in second["results"] if t["runtime"] == "onnxruntime")
     assert onnx_row["metrics"]["top1_agreement"] >= 0.995
     assert first["artifacts"]["onnx"]["sha256"] == second["artifacts"]["onnx"]["sha256"]
 
@@ -192,7 +192,7 @@ def test_sub_8_bit_activations_saturate_at_their_own_range_in_every_artifact(tmp
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     run = tmp_path / "run"
     for t in gated_results(run).values():
-        assert t["metrics"]["top1_agreement"] >= 0.995, t["target"]
+        assert t["metrics"]["top1_agreement"] >= 0.995, t["runtime"]
     paths = [run / "artifacts" / f for f in ("model.onnx", "model.tflite", "openvino/model.xml")]
     for path in paths:
         ops = artifact_ops(path)
@@ -240,7 +240,7 @@ def test_dorefa_weights_ship_their_trained_levels(tmp_path):
                           qat={"epochs": 6, "quantizer": "dorefa"})
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     for t in gated_results(tmp_path / "run").values():
-        assert t["metrics"]["top1_agreement"] >= 0.995, t["target"]
+        assert t["metrics"]["top1_agreement"] >= 0.995, t["runtime"]
     metrics = load_report(tmp_path / "run")["stages"][1]["metrics"]
     assert metrics["estimator"] == "dorefa"
     two_bit = [b["name"] for b in metrics["bits"] if b["weight_bits"] == 2]
@@ -299,7 +299,7 @@ def test_batch_norms_without_a_conv_quantize_as_depthwise_convs(tmp_path):
     recipe["model"]["source"] = "tests.models:standalone_bn_cnn"
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     for t in gated_results(tmp_path / "run").values():
-        assert t["metrics"]["top1_agreement"] >= 0.995, t["target"]
+        assert t["metrics"]["top1_agreement"] >= 0.995, t["runtime"]
     assert load_report(tmp_path / "run")["stages"][1]["metrics"]["batch_norms_as_depthwise"] == ["3"]
     ops = {u.op for u in artifact_ops(tmp_path / "run" / "artifacts" / "model.tflite")}
     assert "DEPTHWISE_CONV_2D" in ops and not ops & {"SUB", "MUL", "ADD"}, ops

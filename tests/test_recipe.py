@@ -88,6 +88,13 @@ def test_deprecated_profile_key_still_works_with_a_note(tmp_path):
     assert parse_recipe(tiny_recipe(tmp_path)).deprecations == []
 
 
+def test_model_sources_under_the_old_pipeline_package_still_work(tmp_path):
+    r = parse_recipe(tiny_recipe(tmp_path, **{"model.source": "pipeline.zoo:digits_cnn"}))
+    assert r.model.source == "edgeship.zoo:digits_cnn"
+    assert r.deprecations == ["model.source pipeline.zoo:digits_cnn is deprecated: edgeship's modules are now "
+                              "edgeship.* (edgeship.zoo:digits_cnn)"]
+
+
 def test_stage_entries_are_typed_configs(tmp_path):
     from edgeship.prune.config import PruneConfig
 

@@ -17,7 +17,7 @@ from edgeship.runner.rundir import SCHEMA_VERSION, now
 
 def failed_gates(results: list[dict[str, Any]]) -> list[str]:
     """``runtime: detail`` for every gate that failed on a gated row."""
-    return [f"{r['target']}: {g['detail']}" for r in results if r.get("gated")
+    return [f"{r['runtime']}: {g['detail']}" for r in results if r.get("gated")
             for g in r.get("gates", []) if not g["passed"]]
 
 

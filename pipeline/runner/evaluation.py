@@ -105,7 +105,7 @@ class Evaluator:
     def measure(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
         """Validate and time one row, and time its twins on the same runtime."""
         session, gated = self.open(row.runtime, row.artifact)
-        entry: dict[str, Any] = {"target": row.label, "format": row.artifact.format, "precision": session.precision,
+        entry: dict[str, Any] = {"runtime": row.label, "format": row.artifact.format, "precision": session.precision,
                                  **({"precision_hint": session.precision_hint} if session.precision_hint else {}),
                                  "gated": gated, "threads": session.threads,
                                  "ops": [vars(o) for o in session.op_report()]}

@@ -21,7 +21,7 @@ from edgeship.core.io import atomic_write_json, clean_stale_temporaries, sha256_
 from edgeship.recipe import Recipe
 from edgeship.training.trainer import is_main_process
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: result rows name their runtime under "runtime" (was "target")
 
 
 def prepare_run_dir(recipe: Recipe, out: str | Path | None) -> Path:

@@ -32,7 +32,6 @@ class ArchifyStage(Stage[ArchifyConfig]):
     """Convert to the profile's operator set and recover the teacher's function without labels."""
 
     name = "archify"
-    config_cls = ArchifyConfig
 
     def _student(self, teacher: torch.nn.Module, profile: OpProfile, ctx: StageContext
                  ) -> tuple[torch.nn.Module, list]:

@@ -43,7 +43,6 @@ class DistillStage(Stage[DistillConfig]):
     """Knowledge distillation with composable losses; metrics per epoch as docs/stages/distill.md lists them."""
 
     name = "distill"
-    config_cls = DistillConfig
     needs_reference = True
 
     def _teacher(self, state: ModelState) -> nn.Module:

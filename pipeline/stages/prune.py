@@ -89,7 +89,6 @@ class PruneStage(Stage[PruneConfig]):
     """Remove channels with torch-pruning's DepGraph; report params and MACs before/after."""
 
     name = "prune"
-    config_cls = PruneConfig
     needs_reference = True
     changes_shape = True
 

@@ -26,7 +26,6 @@ class QuantizeStage(Stage[QuantizeConfig]):
     """Quantize weights (2-8 bits) and activations (4-8 bits) once; exporters lower exactly these integers."""
 
     name = "quantize"
-    config_cls = QuantizeConfig
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
         """Prepare with edgeship's quantizer, calibrate (PTQ) or train (QAT, from the float model), convert."""

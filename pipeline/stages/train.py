@@ -15,7 +15,6 @@ class TrainStage(Stage[TrainConfig]):
     """Train the model on the labelled train split (everything of the calibration source not held out)."""
 
     name = "train"
-    config_cls = TrainConfig
     makes_input = True
 
     def run(self, state: ModelState, ctx: StageContext) -> StageResult:
