@@ -98,30 +98,28 @@ def test_restore_best_returns_the_best_epochs_weights():
     assert not all(torch.equal(a, b) for a, b in zip(_weights(model), snapshots[4], strict=True))
 
 
-def test_schedules_warm_up_then_decay_or_hold():
+def _learning_rates(cfg, steps: int, total: int) -> list[float]:
+    """The learning rate at each of ``steps`` optimizer steps, then the one after the last."""
     from edgeship.training.trainer import _optimizer, _scheduler
 
-    for schedule, last in (("cosine", 0.0), ("constant", 0.05)):
-        cfg = CFG.model_copy(update={"schedule": schedule, "warmup_epochs": 1})
-        opt = _optimizer(cfg, list(_model().parameters()))
-        sched = _scheduler(cfg, opt, steps_per_epoch=2, total=4)
-        lrs = []
-        for _ in range(4):
-            lrs.append(opt.param_groups[0]["lr"])
-            opt.step()
-            sched.step()
-        assert lrs[0] == pytest.approx(0.025) and lrs[1] == pytest.approx(0.05)
-        assert opt.param_groups[0]["lr"] == pytest.approx(last, abs=1e-9)
-    cfg = CFG.model_copy(update={"schedule": "cosine_restarts", "restart_epochs": 2, "warmup_epochs": 0})
     opt = _optimizer(cfg, list(_model().parameters()))
-    sched = _scheduler(cfg, opt, steps_per_epoch=2, total=12)
+    sched = _scheduler(cfg, opt, steps_per_epoch=2, total=total)
     lrs = []
-    for _ in range(9):
+    for _ in range(steps):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return [*lrs, opt.param_groups[0]["lr"]]
+
+
+def test_schedules_warm_up_then_decay_or_hold():
+    for schedule, last in (("cosine", 0.0), ("constant", 0.05)):
+        lrs = _learning_rates(CFG.model_copy(update={"schedule": schedule, "warmup_epochs": 1}), 4, total=4)
+        assert lrs[0] == pytest.approx(0.025) and lrs[1] == pytest.approx(0.05)
+        assert lrs[-1] == pytest.approx(last, abs=1e-9)
+    cfg = CFG.model_copy(update={"schedule": "cosine_restarts", "restart_epochs": 2, "warmup_epochs": 0})
     period = [0.05 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
-    assert lrs == pytest.approx(period * 2 + period[:1])  # restarts every 4 steps
+    assert _learning_rates(cfg, 9, total=12) == pytest.approx(period * 2 + period[:2])  # restarts every 4 steps
 
 
 def test_two_gloo_processes_end_with_identical_weights(tmp_path):
