@@ -139,9 +139,9 @@ def _check_inputs(model: str, input_shape: Sequence[int], num_classes: int) -> t
     if fmt is not None:
         return None, None, {fmt.name: path}
     if path.suffix.lower() == ".pt2":
-        if not path.is_file():
-            raise ConfigError(f"{path}: file not found")
-        program = torch.export.load(str(path))
+        from edgeship.core.pt2 import load_exported_program
+
+        program = load_exported_program(path)
         return program.module(), program.example_inputs[0][0], {}
     if path.suffix.lower() in (".yaml", ".yml"):
         from edgeship.runner import Runner

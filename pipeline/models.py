@@ -91,11 +91,12 @@ def build_model(source: str, num_classes: int) -> nn.Module:
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"model.source: file not found: {path}")
-        try:
-            model = torch.export.load(str(path)).module()
-        except Exception as e:
-            raise CheckpointError(f"{path}: not a loadable torch.export program ({type(e).__name__}: {e})") from e
-        return model
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+
+        from edgeship.core.pt2 import load_exported_program
+
+        # An exported module refuses .eval()/.train() ("not supported yet") unless they are made graph rewrites.
+        return allow_exported_model_train_eval(load_exported_program(path).module())
     prefix, sep, rest = source.partition(":")
     if not sep or not rest:
         raise ConfigError(f"model.source: expected torchvision:<name>, timm:<name>, path/file.py:factory, "

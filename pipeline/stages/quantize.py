@@ -53,11 +53,12 @@ class QuantizeStage(Stage[QuantizeConfig]):
         """Reload the PT2E graph; the quantizer is rebuilt from the config (deterministic) for the TFLite lowering."""
         from torchao.quantization.pt2e import allow_exported_model_train_eval
 
+        from edgeship.core.pt2 import load_exported_program
         from edgeship.quant.pt2e import build_quantizer, match_runtimes
 
         cfg = self.config
         table, _ = resolve_bits(state.model, cfg)
-        converted = torch.export.load(str(ctx.workdir / "model.pt2")).module()
+        converted = load_exported_program(ctx.workdir / "model.pt2").module()
         match_runtimes(converted)
         allow_exported_model_train_eval(converted)
         converted.eval()
