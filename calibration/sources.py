@@ -63,15 +63,33 @@ def _npz(arg: str | None, sample_shape: tuple[int, ...], seed: int, count: int) 
     # Channels-last arrays are common (PIL, TF); recognise them by a trailing 1/3/4 that is not also leading.
     if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         x = np.transpose(x, (0, 3, 1, 2))
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float32) / 255.0
-    else:
-        x = x.astype(np.float32)
+    x = _unit_range(x, path)
     if y is not None:
         if y.shape[0] != x.shape[0]:
             raise DataError(f"{path}: 'y' has {y.shape[0]} labels but 'x' has {x.shape[0]} samples")
         y = y.astype(np.int64).reshape(-1)
     return RawData(x=np.ascontiguousarray(x), y=y, origin=f"npz:{path}")
+
+
+def _unit_range(x: np.ndarray, path: Path) -> np.ndarray:
+    """``x`` as float32 in [0, 1]: 8-bit integers are divided by 255; anything else must already be in range."""
+    if x.shape[0] and x.size == 0:
+        raise DataError(f"{path}: 'x' holds {x.shape[0]} images of no pixels (shape {x.shape})")
+    if x.size == 0:
+        return x.astype(np.float32)  # no samples: load_source says the source is empty
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)) or x.dtype == np.bool_:
+        raise DataError(f"{path}: 'x' has dtype {x.dtype}; expected uint8 pixels (0..255) or floats in [0, 1]")
+    finite = x[np.isfinite(x)] if np.issubdtype(x.dtype, np.floating) else x  # NaN/Inf: load_source names them
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if np.issubdtype(x.dtype, np.integer):
+        if lo < 0 or hi > 255:
+            raise DataError(f"{path}: 'x' is {x.dtype} with values {lo:g}..{hi:g}; expected 8-bit pixels "
+                            "(0..255) or floats in [0, 1]")
+        return x.astype(np.float32) / 255.0
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        hint = " (8-bit pixels stored as floats? divide by 255)" if hi <= 255 else ""
+        raise DataError(f"{path}: 'x' holds floats in [{lo:g}, {hi:g}]; expected images scaled to [0, 1]{hint}")
+    return x.astype(np.float32)
 
 
 def _imagefolder(arg: str | None, sample_shape: tuple[int, ...], seed: int, count: int) -> RawData:

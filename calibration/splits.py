@@ -52,12 +52,13 @@ def _take(raw: RawData, idx: np.ndarray, sample_shape: Sequence[int], mean: Sequ
 
 def make_splits(calibration_source: str, validation_source: str, calibration_samples: int,
                 validation_samples: int, seed: int, sample_shape: Sequence[int], mean: Sequence[float],
-                std: Sequence[float]) -> Splits:
+                std: Sequence[float], allow_fewer: bool = False) -> Splits:
     """Load sources and cut seeded splits; validation never overlaps calibration/training data.
 
     When both splits name the same source, the validation split is held out first (``validation_samples``
     of a seeded permutation) and calibration/training draw only from the rest. Asking for more samples
-    than exist is a warning (NNCF does the same), recorded in ``notes`` for the report.
+    than exist is an error (a split silently shrunk to one sample proves nothing), or with ``allow_fewer`` a
+    note in ``notes`` for the report.
     """
     notes: list[str] = []
     shape = tuple(int(s) for s in sample_shape)
@@ -79,6 +80,9 @@ def make_splits(calibration_source: str, validation_source: str, calibration_sam
     n_cal = min(calibration_samples, len(cal_perm))
     if n_cal < calibration_samples:
         notes.append(f"calibration: asked for {calibration_samples} samples, source has {n_cal} available")
+    if notes and not allow_fewer:
+        raise DataError("; ".join(notes) + " (lower data.validation.samples / data.calibration.samples, or set "
+                        "data.allow_fewer_samples: true to run on what there is)")
     for n in notes:
         warnings.warn(n, stacklevel=2)
     return Splits(

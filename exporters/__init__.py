@@ -46,9 +46,13 @@ def artifact_ops(path: Path) -> list[OpUse]:
     if not Path(path).is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        return fmt.read_ops(Path(path))
+        ops = fmt.read_ops(Path(path))
     except Exception as e:
         raise ArtifactError(f"{path}: could not read the model ({type(e).__name__}: {e})") from e
+    if not ops:  # an empty or zero-node file would otherwise pass every profile
+        raise ArtifactError(f"{path}: no operators found: an empty model proves nothing ({Path(path).stat().st_size} "
+                            "bytes)")
+    return ops
 
 
 def export_formats(model: Any, spec: InputSpec, ctx: ExportContext, formats: Iterable[str],

@@ -87,6 +87,8 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, options: OnnxOp
             onnx.checker.check_model(str(tmp), full_check=True)
             onnx.shape_inference.infer_shapes_path(str(tmp), str(tmp.with_suffix(".shapes.onnx")), check_type=True)
             tmp.with_suffix(".shapes.onnx").unlink()
+    except OSError:
+        raise  # disk full, read-only folder: the environment (exit 2 naming the path), not the model
     except Exception as e:
         raise ExportError(f"ONNX export failed (torch.onnx dynamo exporter): {type(e).__name__}: {e}\n"
                           f"converter log: {log}\n{tail(log)}") from e

@@ -73,6 +73,8 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, options: Op
         with atomic_path(out) as tmp:
             tmp.mkdir()
             ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=compress_to_fp16)
+    except OSError:
+        raise  # disk full, read-only folder: the environment (exit 2 naming the path), not the model
     except Exception as e:
         raise ExportError(f"OpenVINO save_model failed: {type(e).__name__}: {e}") from e
     files = [out / "model.xml", out / "model.bin"]

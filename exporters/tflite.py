@@ -56,6 +56,8 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, options: TFLi
             if ctx.quantizer is not None:
                 data, io_change = postprocess(tmp.read_bytes(), float_boundary=not options.int8_io)
                 tmp.write_bytes(data)
+    except OSError:
+        raise  # disk full, read-only folder: the environment (exit 2 naming the path), not the model
     except Exception as e:
         raise ExportError(f"TFLite export failed (litert_torch.convert): {type(e).__name__}: {e}\n"
                           f"converter log: {log}\n{tail(log)}") from e

@@ -91,12 +91,14 @@ def run(recipe: str | Path | dict[str, Any] | Recipe, *, out: str | Path | None 
     other two). ``log`` receives the progress lines the CLI prints.
     """
     from edgeship.runner import Runner, prepare_run_dir
+    from edgeship.runner.rundir import locked
 
     if model is not None and isinstance(recipe, dict) and "source" not in recipe.get("model", {}):
         recipe = {**recipe, "model": {**recipe.get("model", {}), "source": _describe(model)}}
     parsed = load_recipe(recipe, overrides)
     run_dir = prepare_run_dir(parsed, out)
-    outcome = Runner(parsed, run_dir, resume=resume, log=log, phases=tuple(phases), model=model).run()
+    with locked(run_dir):
+        outcome = Runner(parsed, run_dir, resume=resume, log=log, phases=tuple(phases), model=model).run()
     return RunResult(run_dir=run_dir, report=outcome.report, failed_gates=outcome.failed_gates,
                      unsupported=outcome.unsupported)
 

@@ -7,16 +7,21 @@ Exit codes: 0 ok · 1 internal · 2 bad recipe/arguments · 3 unsupported ops ·
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import traceback
 import warnings
 from pathlib import Path
 
+from rich.markup import escape  # user text (paths, module names) must never be read as console markup
+
 from edgeship.core.errors import (
     EXIT_CONFIG,
     EXIT_GATE,
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_UNSUPPORTED,
     ConfigError,
     EdgeshipError,
@@ -102,15 +107,16 @@ def _run_check(args: argparse.Namespace, console: object) -> int:
     report = check(args.model, profile=args.profile, input_shape=shape, num_classes=args.num_classes)
     Console().print(render(report))
     for note in report.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
     if args.json:
         from edgeship.core.io import atomic_write_json
 
         atomic_write_json(Path(args.json), report.to_dict())
     if report.passed:
         return EXIT_OK
-    console.print(f"[bold red]unsupported[/]: {report.count()} op instances violate the {report.profile} profile "
-                  f"({json.dumps({lv: report.count(lv) for lv in report.ops_seen})})", soft_wrap=True)
+    console.print(f"[bold red]unsupported[/]: {report.count()} op instances violate the "
+                  f"{escape(report.profile)} profile ({json.dumps({lv: report.count(lv) for lv in report.ops_seen})})",
+                  soft_wrap=True)
     return EXIT_OK if args.warn_only else EXIT_UNSUPPORTED
 
 
@@ -137,22 +143,42 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True, highlight=False)
     warnings.simplefilter("ignore")  # library deprecation chatter; our own notes go into the report
+    previous = signal.signal(signal.SIGTERM, _terminated)  # a CI cancel: clean up like Ctrl-C
     try:
         return _execute(args, console)
     except EdgeshipError as e:
         if args.debug:
             traceback.print_exc()
-        console.print(f"[bold red]error[/]: {e}", markup=True, soft_wrap=True)
+        console.print(f"[bold red]error[/]: {escape(str(e))}", soft_wrap=True)
         return e.exit_code
+    except OSError as e:  # disk full, read-only or missing folder, permission: the user's environment, not a bug
+        if args.debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        console.print(f"[bold red]error[/]: {escape(where + (e.strerror or str(e)))}", soft_wrap=True)
+        return EXIT_CONFIG
+    except Terminated:
+        console.print("[red]terminated[/] (SIGTERM)")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:
         traceback.print_exc() if args.debug else None
-        console.print(f"[bold red]internal error[/]: {type(e).__name__}: {e}\n"
+        console.print(f"[bold red]internal error[/]: {escape(f'{type(e).__name__}: {e}')}\n"
                       "This is a bug in edgeship (or a library it drives); rerun with --debug for the traceback.",
                       soft_wrap=True)
         return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so the run cleans up and records it exactly as for Ctrl-C."""
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
 
 
 def _execute(args: argparse.Namespace, console: object) -> int:
@@ -169,18 +195,19 @@ def _execute(args: argparse.Namespace, console: object) -> int:
     recipe = load_recipe(recipe_path, args.overrides)
     out = args.out or Path(recipe.output_dir) / recipe.name
     if is_main_process():
-        console.print(f"[bold]edgeship[/] {recipe_path} -> {out}")
+        console.print(f"[bold]edgeship[/] {escape(f'{recipe_path} -> {out}')}")
     result = run(recipe, out=out, resume=args.resume, phases=PHASES.get(args.command, PHASES["run"]),
-                 log=lambda m: console.print(f"  {m}", highlight=False))
+                 log=lambda m: console.print(f"  {escape(m)}", highlight=False))
     if result.report.get("status") == "worker":  # a torchrun worker: rank 0 reports
         return EXIT_OK
     Console().print(summary_table(result.report))
-    console.print(f"report: {result.report_path}  ({result.run_dir / 'report.json'})")
+    console.print(escape(f"report: {result.report_path}  ({result.run_dir / 'report.json'})"))
     if result.failed_gates:
-        console.print("[bold red]gate failed[/]:\n  " + "\n  ".join(result.failed_gates), soft_wrap=True)
+        console.print("[bold red]gate failed[/]:\n  " + escape("\n  ".join(result.failed_gates)), soft_wrap=True)
     if result.unsupported:  # the device cannot run it at all: that outranks a gate verdict
         console.print(f"[bold red]unsupported[/]: {result.unsupported} op instances violate the "
-                      f"{recipe.check.profile} profile (check.fail_on_unsupported); see the report", soft_wrap=True)
+                      f"{escape(recipe.check.profile)} profile (check.fail_on_unsupported); see the report",
+                      soft_wrap=True)
         return EXIT_UNSUPPORTED
     return EXIT_OK if not result.failed_gates else EXIT_GATE
 

@@ -16,6 +16,7 @@ from torch import nn
 from edgeship.core.errors import CheckpointError, ConfigError
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, or its legacy raw pickle
 
 
 def _call_factory(factory: Any, num_classes: int, where: str) -> nn.Module:
@@ -24,6 +25,9 @@ def _call_factory(factory: Any, num_classes: int, where: str) -> nn.Module:
         p.kind == p.VAR_KEYWORD for p in params.values()) else {}
     try:
         model = factory(**kwargs)
+    except SystemExit as e:  # a factory (or argparse inside it) must not end edgeship's process, least of all with 0
+        raise ConfigError(f"model.source {where}: the factory called sys.exit({e.code!r}) instead of returning a "
+                          "model") from None
     except Exception as e:
         raise ConfigError(f"model.source {where}: the factory raised {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):
@@ -67,6 +71,9 @@ def _from_file(path: Path, factory: str, num_classes: int, source: str) -> nn.Mo
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as e:  # e.g. argparse at import time, parsing edgeship's own command line
+        raise ConfigError(f"model.source {source}: importing {path} called sys.exit({e.code!r}); a model file must "
+                          "not run code at import (guard it with `if __name__ == '__main__':`)") from None
     except Exception as e:
         raise ConfigError(f"model.source {source}: importing {path} raised {type(e).__name__}: {e}") from e
     if not hasattr(module, factory):
@@ -80,6 +87,8 @@ def _from_module(module_name: str, factory: str, num_classes: int, source: str) 
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ConfigError(f"model.source {source}: cannot import module {module_name!r}: {e}") from e
+    except SystemExit as e:
+        raise ConfigError(f"model.source {source}: importing {module_name!r} called sys.exit({e.code!r})") from None
     if not hasattr(module, factory):
         raise ConfigError(f"model.source {source}: module {module_name!r} has no attribute {factory!r}")
     return _call_factory(getattr(module, factory), num_classes, source)
@@ -125,21 +134,28 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: weights file is empty (0 bytes)")
     if head.startswith(LFS_POINTER):
         raise CheckpointError(f"{path}: this is a Git LFS pointer, not the weights; run `git lfs pull`")
-    if path.suffix == ".safetensors":
+    # The content decides, not the suffix: a safetensors file named .pt is still safetensors.
+    safetensors = len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 27)
+    if path.suffix == ".safetensors" or safetensors:
         from safetensors.torch import load_file
 
         try:
             sd: Any = load_file(str(path))
         except Exception as e:
             raise CheckpointError(f"{path}: corrupt safetensors file ({type(e).__name__}: {e})") from e
+    elif not head.startswith(TORCH_SAVE_MAGIC):
+        raise CheckpointError(f"{path}: not a PyTorch weights file (it starts with {head[:16]!r}); expected a "
+                              "torch.save state_dict (.pt/.pth) or a .safetensors file")
     else:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if "weights_only" in str(e) or "Unsupported global" in str(e):
                 reason = ("it contains pickled Python objects beyond tensors (refused: weights_only=True); "
                           "save model.state_dict() instead. " + reason)
+            else:
+                reason = f"truncated or corrupt ({path.stat().st_size} bytes; {reason})"
             raise CheckpointError(f"{path}: not a loadable weights file: {reason}") from e
     if isinstance(sd, dict):
         for key in ("state_dict", "model"):
@@ -150,6 +166,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors); got {type(sd).__name__}")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    broken = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        shown = ", ".join(broken[:8]) + (f", ... ({len(broken)} in all)" if len(broken) > 8 else "")
+        raise CheckpointError(f"{path}: NaN or Inf values in {shown}: these weights cannot give finite logits")
     return sd
 
 

@@ -238,14 +238,16 @@ def check(profile: OpProfile, model: torch.nn.Module | None = None, example: tor
 
 def render(report: CheckReport) -> Any:
     """A rich table of the violations (one row per op, reason and level)."""
+    from rich.markup import escape
     from rich.table import Table
 
     title = (f"check --profile {report.profile}: " + ("no violations" if report.passed else
              f"{report.count()} violating op instances") + "  (ops seen: " +
              ", ".join(f"{lv} {n}" for lv, n in report.ops_seen.items()) + ")")
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for col in ("level", "op", "canonical", "count", "reason", "detail", "where (first)"):
         table.add_column(col, overflow="fold")
     for v in report.violations:
-        table.add_row(v.level, v.op, v.canonical, str(v.count), v.reason, v.detail, ", ".join(v.where[:2]))
+        table.add_row(*(escape(str(c)) for c in (v.level, v.op, v.canonical, v.count, v.reason, v.detail,
+                                                 ", ".join(v.where[:2]))))
     return table

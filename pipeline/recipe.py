@@ -11,11 +11,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model, field_validator, model_validator
 
 from edgeship.core.errors import ConfigError
-from edgeship.core.validation import DeprecatedKey, Strict, format_errors, rename_deprecated
+from edgeship.core.validation import DeprecatedKey, Strict, format_errors, load_yaml, rename_deprecated
 from edgeship.exporters import FORMATS
 from edgeship.stages import StageEntry
 from edgeship.targets import parse_runtime
@@ -83,13 +82,19 @@ class SplitConfig(Strict):
     samples: int = Field(gt=0, description="number of samples in this split")
 
 
+SEED = Field(default=0, ge=0, le=2**32 - 1, description="seeds torch and numpy (32 bits)")
+
+
 class DataConfig(Strict):
     """Calibration and validation data (disjoint when they share a source)."""
 
-    seed: int = 0
+    seed: int = SEED
     batch_size: int = Field(default=64, gt=0, description="batch size for reference inference")
     calibration: SplitConfig = SplitConfig(samples=256)
     validation: SplitConfig = SplitConfig(samples=360)
+    allow_fewer_samples: bool = Field(default=False, description="run on fewer samples than a split asks for "
+                                                                 "when the source has fewer (a note), instead of "
+                                                                 "an error")
 
 
 def _export_config() -> type[BaseModel]:
@@ -102,7 +107,8 @@ def _export_config() -> type[BaseModel]:
     return create_model(
         "ExportConfig", __base__=Strict, __doc__="Which formats to write and how.",
         __validators__={"_order": field_validator("formats")(in_registry_order)},
-        formats=(list[Literal[names]], Field(default_factory=lambda: list(names))),
+        formats=(list[Literal[names]], Field(default_factory=lambda: list(names), min_length=1,
+                                             description="at least one: a run that exports nothing proves nothing")),
         dynamic_batch=(bool, Field(default=False, description="dynamic batch in the formats that support it "
                                                               "(ONNX, OpenVINO; TFLite stays static)")),
         **{name: (fmt.options, fmt.options()) for name, fmt in FORMATS.items()},
@@ -182,7 +188,7 @@ class Recipe(Strict):
     """A whole run: model, data, stages, exports, validation gates and profiling."""
 
     name: str = Field(default="run", description="run directory name under the output dir")
-    seed: int = 0
+    seed: int = SEED
     output_dir: str = "runs"
     model: ModelConfig
     data: DataConfig = DataConfig()
@@ -225,7 +231,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set expects key=value (e.g. latency.threads=4); got {assignment!r}")
-    value = yaml.safe_load(raw) if raw != "" else ""
+    value = load_yaml(raw, f"--set {key}") if raw != "" else ""
     parts = key.split(".")
     # Old and new names address one section: the override goes where the file has it (validation renames it).
     twin = RENAMED.get(parts[0]) or next((old for old, new in RENAMED.items() if new == parts[0]), None)
@@ -270,9 +276,7 @@ def load_recipe_file(path: str | Path, overrides: list[str] | None = None) -> Re
     if not p.is_file():
         raise ConfigError(f"recipe not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        data = load_yaml(p.read_text(encoding="utf-8"), str(p))
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not a UTF-8 text file ({e})") from None
     data = data or {}

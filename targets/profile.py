@@ -10,11 +10,10 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeship.core.errors import ConfigError
-from edgeship.core.validation import format_errors
+from edgeship.core.validation import format_errors, load_yaml
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -107,8 +106,8 @@ def load_profile(name_or_path: str | Path) -> OpProfile:
     if not path.is_file():
         raise ConfigError(f"op-support profile file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a valid YAML profile ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping (name:, ops:, weight_bits:, ...)")

@@ -30,7 +30,7 @@ def test_missing_weights_file(tmp_path, capsys):
 @pytest.mark.parametrize(("content", "needle"), [
     (b"", "weights file is empty"),
     (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n", "Git LFS pointer"),
-    (b"<html><body>404</body></html>", "not a loadable weights file"),
+    (b"<html><body>404</body></html>", "not a PyTorch weights file (it starts with"),
 ])
 def test_corrupt_weights_file(tmp_path, capsys, content, needle):
     bad = tmp_path / "bad.pt"

@@ -51,7 +51,7 @@ def test_report_and_manifest_are_complete(tiny_run):
     for name in ("artifacts/model.onnx", "artifacts/model.tflite", "artifacts/openvino/model.xml",
                  "artifacts/openvino/model.bin", "report.json", "recipe.resolved.yaml"):
         assert name in manifest["files"]
-    assert not list(run_dir.rglob(".*.tmp-*"))
+    assert not list(run_dir.rglob(".edgeship-tmp-*"))
 
 
 def test_onnx_artifact_is_self_contained_and_named(tiny_run):

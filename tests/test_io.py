@@ -24,6 +24,11 @@ def test_directory_artifacts_replace_whole(tmp_path):
     assert (out / "model.xml").read_text() == "v2" and len(list(tmp_path.iterdir())) == 1
 
 
-def test_stale_temporaries_are_cleaned(tmp_path):
-    (tmp_path / ".model.onnx.tmp-abc").mkdir()
-    assert clean_stale_temporaries(tmp_path) == 1 and not list(tmp_path.iterdir())
+def test_only_edgeships_own_stale_temporaries_are_cleaned(tmp_path):
+    (tmp_path / ".edgeship-tmp-model.onnx-abc").mkdir()
+    (tmp_path / "src" / ".build.tmp-cache").mkdir(parents=True)  # a user's, even with a temporary-like name
+    (tmp_path / "deep" / ".edgeship-tmp-x").mkdir(parents=True)
+    assert clean_stale_temporaries([tmp_path], recursive=False) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "src"]
+    assert (tmp_path / "src" / ".build.tmp-cache").is_dir()
+    assert clean_stale_temporaries([tmp_path / "deep"]) == 1

@@ -1,7 +1,7 @@
 """Error taxonomy: every user-facing failure is an ``EdgeshipError`` carrying its documented exit code.
 
 Exit codes (README.md, docs/design.md): 0 ok · 1 internal error · 2 bad recipe/arguments · 3 unsupported ops ·
-4 validation gate failed · 5 corrupt or untrusted input.
+4 validation gate failed · 5 corrupt or untrusted input · 130 interrupted · 143 terminated.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ EXIT_CONFIG = 2
 EXIT_UNSUPPORTED = 3
 EXIT_GATE = 4
 EXIT_CORRUPT = 5
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), e.g. a cancelled CI job
 
 
 class EdgeshipError(Exception):

@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+# Every temporary edgeship creates starts with this; nothing else is ever cleaned up.
+TMP_PREFIX = ".edgeship-tmp-"
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -55,7 +59,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent)) / target.name
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}-", dir=target.parent)) / target.name
     try:
         yield tmp
         if not tmp.exists():
@@ -83,17 +87,33 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN/Inf float as None: bare ``NaN`` is not JSON, and a reader would choke on it."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """Write ``obj`` as indented, strict JSON atomically (non-finite numbers become null)."""
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
-def clean_stale_temporaries(directory: str | os.PathLike[str]) -> int:
-    """Remove ``.*.tmp-*`` leftovers of a crashed writer under ``directory``; return how many."""
-    d = Path(directory)
-    if not d.is_dir():
-        return 0
-    stale = [p for p in d.rglob(".*.tmp-*") if p.is_dir()]
+def clean_stale_temporaries(directories: Iterable[str | os.PathLike[str]], recursive: bool = True) -> int:
+    """Remove temporaries ``atomic_path`` left behind (a crashed writer) in ``directories``; return how many.
+
+    Only names edgeship owns (``.edgeship-tmp-*``) are touched, never anything else a user keeps there. Call it
+    only while holding the run directory's lock: then no other writer can have one in flight.
+    """
+    stale = []
+    for d in map(Path, directories):
+        if d.is_dir():
+            stale += [p for p in (d.rglob(f"{TMP_PREFIX}*") if recursive else d.glob(f"{TMP_PREFIX}*")) if p.is_dir()]
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return len(stale)

@@ -7,6 +7,7 @@ keys at that point (with a close match when there is one).
 from __future__ import annotations
 
 import difflib
+import reprlib
 import types
 import typing
 import warnings
@@ -86,7 +87,7 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel], what
             lines.append(f"  {where}.type: {got}; valid {noun}s: {', '.join(tags) or '(none)'}")
             continue
         got = e.get("input")
-        shown_input = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        shown_input = "" if isinstance(got, dict) or got is None else f" (got {reprlib.repr(got)})"
         lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}{shown_input}")
     return "\n".join(lines)
 
@@ -112,3 +113,49 @@ def rename_deprecated(data: Any, renames: dict[str, str], section: str) -> Any:
         warnings.warn(f"{section}{old} is deprecated: the key is now {section}{new} (the old name still works)",
                       DeprecatedKey, stacklevel=2)
     return data
+
+
+# A recipe or profile is a few KB; these bounds stop a YAML alias bomb before it expands (443 bytes took 4 GB).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """How many values ``node`` becomes once every alias is expanded (each shared node computed once)."""
+    import yaml
+
+    if id(node) not in memo:
+        if isinstance(node, yaml.SequenceNode):
+            memo[id(node)] = 1 + sum(_expanded_size(n, memo) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[id(node)] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        else:
+            memo[id(node)] = 1
+    return memo[id(node)]
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` of ``text``, refusing what is too large, or would be once its aliases are expanded."""
+    import yaml
+
+    from edgeship.core.errors import ConfigError
+
+    size = len(text.encode("utf-8"))
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: {size} bytes; a recipe or profile is at most {MAX_YAML_BYTES} bytes")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()  # composed: aliases are shared nodes, nothing is expanded yet
+        if node is None:
+            return None
+        values = _expanded_size(node, {})
+        if values > MAX_YAML_VALUES:
+            raise ConfigError(f"{source}: expands to {values} values through YAML aliases (at most "
+                              f"{MAX_YAML_VALUES}); refused")
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a recipe") from None
+    finally:
+        loader.dispose()

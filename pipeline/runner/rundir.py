@@ -6,9 +6,11 @@ when its cache key (stage config, input model, data, seed, versions) and its fil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,44 @@ def prepare_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
     except OSError as e:
         raise ConfigError(f"output directory {run_dir} is not writable ({e.strerror or e}); "
                           f"choose another with --out or output_dir") from None
-    clean_stale_temporaries(run_dir)
     return run_dir
+
+
+LOCK_FILE = ".edgeship.lock"
+OWNED = ("artifacts", "stages", "logs")  # the sub-folders a run writes (and may clean) in full
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory for this run alone, then clear the temporaries a crashed run left in it.
+
+    A second run into the same directory exits 2 naming the holder's PID (two runs deleted each other's
+    temporaries). Under torchrun only rank 0 writes, so only rank 0 locks.
+    """
+    if not is_main_process():
+        yield
+        return
+    import fcntl
+
+    path = run_dir / LOCK_FILE
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise ConfigError(f"run directory {run_dir} is in use by another edgeship run (PID {holder}); wait for "
+                              "it to finish or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        clean_stale_temporaries([run_dir], recursive=False)
+        clean_stale_temporaries(run_dir / sub for sub in OWNED)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Manifest:

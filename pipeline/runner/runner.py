@@ -19,7 +19,7 @@ import yaml
 from edgeship.calibration.splits import Splits, make_splits
 from edgeship.core.artifact import Artifact, InputSpec
 from edgeship.core.environment import library_versions
-from edgeship.core.errors import ConfigError
+from edgeship.core.errors import ConfigError, DataError
 from edgeship.core.graph import eval_mode
 from edgeship.core.io import atomic_write_text, sha256_file
 from edgeship.exporters import FORMATS, export_formats
@@ -105,6 +105,9 @@ class Runner:
                                                         for name, by_format in twins.items()
                                                         if row.artifact.format in by_format})
                        for row in rows_for(recipe, artifacts)]
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (edgeship.cli.Terminated)
+            self.manifest.save(status="interrupted")
+            raise
         except BaseException:
             self.manifest.save(status="error")
             raise
@@ -163,7 +166,12 @@ class Runner:
         """Load and split the recipe's data sources."""
         d = self.recipe.data
         splits = make_splits(d.calibration.source, d.validation.source, d.calibration.samples,
-                             d.validation.samples, d.seed, spec.sample_shape, spec.mean, spec.std)
+                             d.validation.samples, d.seed, spec.sample_shape, spec.mean, spec.std,
+                             allow_fewer=d.allow_fewer_samples)
+        for split in (splits.train, splits.validation):
+            if split.y is not None and len(split.y) and (split.y.min() < 0 or split.y.max() >= spec.num_classes):
+                raise DataError(f"{split.origin}: labels run from {int(split.y.min())} to {int(split.y.max())}, "
+                                f"outside [0, {spec.num_classes}) (model.input.num_classes {spec.num_classes})")
         self.notes.extend(splits.notes)
         if d.validation.source.startswith("synthetic"):
             self.notes.append("validation data is synthetic noise: agreement on it is a smoke test, not evidence")

@@ -154,8 +154,13 @@ class Trainer:
         path = self._checkpoint_path()
         if not self.resume or path is None or not path.is_file():
             return None
-        ckpt = torch.load(path, weights_only=True)
-        if ckpt.get("fingerprint") != self.fingerprint:
+        try:
+            ckpt = torch.load(path, weights_only=True)
+        except Exception as e:  # truncated by a crash mid-write of an older version, or damaged since
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            self.log(f"  checkpoint {path} is unreadable ({reason}); training from the start")
+            return None
+        if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != self.fingerprint:
             self.log(f"  checkpoint {path} belongs to another configuration; training from the start")
             return None
         return ckpt
