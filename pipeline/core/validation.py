@@ -143,7 +143,10 @@ def load_yaml(text: str, source: str) -> Any:
     size = len(text.encode("utf-8"))
     if size > MAX_YAML_BYTES:
         raise ConfigError(f"{source}: {size} bytes; a recipe or profile is at most {MAX_YAML_BYTES} bytes")
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
     try:
         node = loader.get_single_node()  # composed: aliases are shared nodes, nothing is expanded yet
         if node is None:
