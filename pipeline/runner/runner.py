@@ -7,6 +7,7 @@ evaluation.py and the report's content in assemble.py.
 from __future__ import annotations
 
 import copy
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from edgeship.stages import build_stage
 from edgeship.training.trainer import is_main_process
 
 ALL_PHASES = ("export", "validate", "profile")
+# What torch says when an input's shape does not fit a layer ("size mismatch", "expected input[1, 3, 12, 16] to
+# have 1 channels", "shapes cannot be multiplied", "Given groups=1, weight of size ...").
+SHAPE_WORDS = re.compile(r"shape|size|channel|dimension|mat1|cannot be multiplied|expected input", re.IGNORECASE)
 
 
 @dataclass
@@ -154,8 +158,12 @@ class Runner:
                 out = model(torch.zeros(spec.shape))
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(f"model.input.shape {list(spec.shape)} does not fit {cfg.source}: the forward pass "
-                              f"failed with {type(e).__name__}: {first}") from None
+            if SHAPE_WORDS.search(str(e)):
+                raise ConfigError(f"model.input.shape {list(spec.shape)} does not fit {cfg.source}: the forward "
+                                  f"pass failed with {type(e).__name__}: {first}") from None
+            # Not about shapes: blaming model.input.shape would send the user to the wrong place.
+            raise ConfigError(f"model.source {cfg.source}: the forward pass on a zeros input of shape "
+                              f"{list(spec.shape)} failed inside the model with {type(e).__name__}: {first}") from None
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape != (spec.batch, spec.num_classes):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ConfigError(f"model.input: {cfg.source} returns {shape} for input {list(spec.shape)}; expected "

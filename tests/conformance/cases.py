@@ -309,6 +309,12 @@ CASES: list[Case] = [
     Case("openvino without its .bin", "artifact",
          check(lambda t: (p := exported(t, "openvino"), p.with_suffix(".bin").unlink())[0]), 5,
          ("could not read the model",)),
+    # -- diagnoses that mislead -------------------------------------------------------------------------------------
+    Case("a model failing on the probe for its own reasons", "diagnosis",
+         lambda t: run(t, **{"model.source": model_file(
+             t, "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+                "        raise ValueError('division table missing')\ndef build(num_classes):\n    return M()\n")}),
+         2, ("failed inside the model", "division table missing"), writes=False),
     # -- config fuzz: engineering.md E1 ----------------------------------------------------------------------------
     *(Case(f"quantize weight_bits {b}", "config", lambda t, b=b: run(
         t, stages=[{"type": "train"}, {"type": "quantize", "weight_bits": b}]), 2, ("weight_bits",), writes=False)
