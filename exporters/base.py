@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeship.core.artifact import Artifact, InputSpec
-from edgeship.core.io import sha256_file
+from edgeship.core.io import ensure_free_space, sha256_file
 from edgeship.core.ops import OpUse
 from edgeship.core.validation import Strict
 
@@ -58,6 +58,16 @@ class Format:
     exporter: Exporter
     read_ops: Callable[[Path], list[OpUse]]
     runtimes: tuple[str, ...] = field(default=())
+
+
+def check_free_space(model: Any, ctx: ExportContext, fmt: str) -> None:
+    """Refuse to start an export the disk cannot hold (fp32 weight bytes + 10% + 4 MB; quantized files are smaller).
+
+    A converter that writes from native code dies with the process on a full disk; refused up front, the run
+    exits 2 naming the folder and leaves nothing half-written.
+    """
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    ensure_free_space(ctx.out_dir, int(weights * 1.1) + (4 << 20), f"the {fmt} export")
 
 
 def finish_artifact(fmt: str, path: Path, files: list[Path], spec: InputSpec, batch: int, converter: str,

@@ -13,7 +13,7 @@ from edgeship.core.errors import ExportError
 from edgeship.core.graph import dynamic_batch_shapes, eval_mode, example_input
 from edgeship.core.io import atomic_path, captured_output
 from edgeship.core.validation import Strict
-from edgeship.exporters.base import ExportContext, Format, finish_artifact, tail
+from edgeship.exporters.base import ExportContext, Format, check_free_space, finish_artifact, tail
 from edgeship.exporters.onnx_ops import onnx_ops
 from edgeship.exporters.onnx_qdq import activations_to_uint8, fold_weight_qdq
 
@@ -59,6 +59,7 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, options: OnnxOp
     import torch
 
     started = time.perf_counter()
+    check_free_space(model, ctx, "ONNX")
     quantized = ctx.quantizer is not None
     dynamic_batch = ctx.dynamic_batch
     opset = max(options.opset, 21) if quantized else options.opset

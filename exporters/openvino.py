@@ -12,7 +12,7 @@ from edgeship.core.errors import ExportError, RuntimeUnavailableError
 from edgeship.core.graph import eval_mode, example_input
 from edgeship.core.io import atomic_path, captured_output
 from edgeship.core.validation import Strict
-from edgeship.exporters.base import ExportContext, Format, finish_artifact, tail
+from edgeship.exporters.base import ExportContext, Format, check_free_space, finish_artifact, tail
 from edgeship.exporters.openvino_ops import fake_quantize_grid, openvino_ops, openvino_saturates
 
 
@@ -37,6 +37,7 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, options: Op
     import torch
 
     started = time.perf_counter()
+    check_free_space(model, ctx, "OpenVINO")
     out = ctx.out_dir / "openvino"
     log = ctx.log_dir / "openvino.log"
     errors: list[str] = []

@@ -13,7 +13,7 @@ from edgeship.core.errors import ExportError, RuntimeUnavailableError
 from edgeship.core.graph import eval_mode, example_input
 from edgeship.core.io import atomic_path, captured_output
 from edgeship.core.validation import Strict
-from edgeship.exporters.base import ExportContext, Format, finish_artifact, tail
+from edgeship.exporters.base import ExportContext, Format, check_free_space, finish_artifact, tail
 from edgeship.exporters.tflite_io import postprocess
 from edgeship.exporters.tflite_ops import tflite_ops
 
@@ -33,6 +33,7 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, options: TFLi
     model's BatchNorms that no convolution precedes are converted as depthwise 1x1 convolutions.
     """
     started = time.perf_counter()
+    check_free_space(model, ctx, "TFLite")
     path = ctx.out_dir / "model.tflite"
     log = ctx.log_dir / "tflite.log"
     with captured_output(log):  # importing litert-torch already prints torch/absl warnings

@@ -32,3 +32,16 @@ def test_only_edgeships_own_stale_temporaries_are_cleaned(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "src"]
     assert (tmp_path / "src" / ".build.tmp-cache").is_dir()
     assert clean_stale_temporaries([tmp_path / "deep"]) == 1
+
+
+def test_free_space_check_names_the_folder(tmp_path):
+    import errno
+
+    import pytest
+
+    from edgeship.core.io import ensure_free_space
+
+    ensure_free_space(tmp_path / "not-yet" / "made", 1, "a test")  # the nearest existing parent is measured
+    with pytest.raises(OSError, match="a test needs about") as e:
+        ensure_free_space(tmp_path, 1 << 62, "a test")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path)

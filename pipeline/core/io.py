@@ -142,3 +142,20 @@ def captured_output(log_path: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+def ensure_free_space(folder: str | os.PathLike[str], needed: int, what: str) -> None:
+    """Raise ``OSError(ENOSPC)`` naming ``folder`` when it has less than ``needed`` bytes free.
+
+    Some converters write from native code and kill the process on a full disk (litert-torch: an LLVM
+    "IO failure", a half-written file and no message); checked first, the run reports it and cleans up.
+    """
+    import errno
+
+    target = Path(folder)
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    free = shutil.disk_usage(target).free
+    if free < needed:
+        msg = f"{what} needs about {needed / 1e6:.1f} MB; {free / 1e6:.1f} MB free"
+        raise OSError(errno.ENOSPC, msg, str(folder))
