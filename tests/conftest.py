@@ -12,6 +12,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _signing_key(tmp_path_factory) -> None:
+    """The suite signs with a key of its own (subprocesses inherit it), never the user's."""
+    import os
+
+    os.environ["EDGESHIP_KEY_FILE"] = str(tmp_path_factory.mktemp("key") / "run-key")
+
+
 @pytest.fixture(autouse=True)
 def _determinism() -> None:
     torch.manual_seed(0)

@@ -61,6 +61,27 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_a_checkpoint_replaced_behind_edgeships_back_is_not_resumed(tmp_path):
+    x, y = _data()
+
+    def crash(epoch: int) -> dict:
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(CFG, workdir=tmp_path, seed=3, log=lambda _m: None, evaluate=crash, fingerprint="k").fit(
+            CrossEntropyObjective(_model()), x, y)
+    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=True)  # loadable, same fingerprint, altered weights
+    ckpt["objective"] = {k: torch.zeros_like(v) for k, v in ckpt["objective"].items()}
+    torch.save(ckpt, tmp_path / CHECKPOINT)
+    lines: list[str] = []
+    history = Trainer(CFG, workdir=tmp_path, seed=3, log=lines.append, resume=True, fingerprint="k").fit(
+        CrossEntropyObjective(_model()), x, y)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert any("does not carry this machine's signature" in line for line in lines)
+
+
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
     x, y = _data()
     Trainer(CFG, workdir=tmp_path, seed=0, log=lambda _m: None, fingerprint="old").fit(

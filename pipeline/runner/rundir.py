@@ -20,6 +20,7 @@ import torch
 from edgeship.core.environment import library_versions
 from edgeship.core.errors import ConfigError
 from edgeship.core.io import atomic_write_json, clean_stale_temporaries, sha256_file
+from edgeship.core.signing import signed_by_us
 from edgeship.recipe import Recipe
 from edgeship.training.trainer import is_main_process
 
@@ -102,14 +103,23 @@ class Manifest:
         self.data["files"][str(path.relative_to(self.run_dir))] = digest
         return digest
 
-    def reusable(self, key: str) -> dict[str, Any] | None:
-        """The previous run's entry for a stage with cache ``key``, when every file it lists still hashes the same."""
+    def reusable(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The previous run's entry for a stage with cache ``key``, or None and why it cannot be reused.
+
+        Every file it lists must hash as recorded and carry this machine's signature (``core/signing.py``): a
+        file replaced together with a rewritten manifest is recomputed, never loaded.
+        """
         entry = self.previous_stages.get(key)
         if entry is None:
-            return None
-        intact = all((self.run_dir / rel).is_file() and sha256_file(self.run_dir / rel) == digest
-                     for rel, digest in entry.get("files", {}).items())
-        return entry if intact else None
+            return None, None
+        signatures = entry.get("signatures", {})
+        for rel, digest in entry.get("files", {}).items():
+            path = self.run_dir / rel
+            if not path.is_file() or sha256_file(path) != digest:
+                return None, f"{rel} is missing or changed since it was written"
+            if not signed_by_us(path, signatures.get(rel)):
+                return None, f"{rel} does not carry this machine's signature (written elsewhere or replaced)"
+        return entry, None
 
     def save(self, status: str | None = None) -> None:
         """Rewrite the manifest atomically (rank 0 only under torchrun)."""

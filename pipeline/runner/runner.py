@@ -23,6 +23,7 @@ from edgeship.core.environment import library_versions
 from edgeship.core.errors import ConfigError, DataError
 from edgeship.core.graph import eval_mode
 from edgeship.core.io import atomic_write_text, sha256_file
+from edgeship.core.signing import sign_file
 from edgeship.exporters import FORMATS, export_formats
 from edgeship.exporters.base import ExportContext
 from edgeship.inference import predict
@@ -208,7 +209,10 @@ class Runner:
             key = hash_json({"stage": stage.config.model_dump(), "input": prev_key, "data": data_key,
                              "seed": self.recipe.seed, "versions": library_versions()})
             workdir = self.run_dir / "stages" / f"{i:02d}-{stage.name}"
-            cached = self.manifest.reusable(key) if self.resume else None
+            cached, why_not = self.manifest.reusable(key) if self.resume else (None, None)
+            if why_not:
+                self.notes.append(f"stage {i} {stage.name} recomputed on --resume: {why_not}")
+                self.log(f"note: {self.notes[-1]}")
             ctx = StageContext(workdir=workdir, splits=splits, seed=self.recipe.seed, log=self.log,
                                resume=self.resume, fingerprint=key)
             if needs_reference and not stage.makes_input and state.reference is None:
@@ -229,7 +233,8 @@ class Runner:
                 entry = {"index": i, "type": stage.name, "key": key, "status": "done", "reused": False,
                          "seconds": round(time.perf_counter() - t0, 2), "config": stage.config.model_dump(),
                          "metrics": result.metrics,
-                         "files": {str(f.relative_to(self.run_dir)): sha256_file(f) for f in files}}
+                         "files": {str(f.relative_to(self.run_dir)): sha256_file(f) for f in files},
+                         "signatures": {str(f.relative_to(self.run_dir)): sign_file(f) for f in files}}
             self.manifest.data["files"].update(entry["files"])
             self.manifest.data["stages"].append(entry)
             self.manifest.save()

@@ -149,10 +149,21 @@ class Trainer:
                    "torch_rng": torch.get_rng_state(), **state}
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
+        from edgeship.core.io import atomic_write_text
+        from edgeship.core.signing import sign_file
+
+        atomic_write_text(path.with_suffix(".sig"), sign_file(path))  # what _load checks before trusting it
 
     def _load(self) -> dict[str, Any] | None:
         path = self._checkpoint_path()
         if not self.resume or path is None or not path.is_file():
+            return None
+        from edgeship.core.signing import signed_by_us
+
+        sig = path.with_suffix(".sig")
+        if not signed_by_us(path, sig.read_text().strip() if sig.is_file() else None):
+            self.log(f"  checkpoint {path} does not carry this machine's signature (replaced, or written "
+                     "elsewhere); training from the start")
             return None
         try:
             ckpt = torch.load(path, weights_only=True)
