@@ -63,8 +63,9 @@ def make_splits(calibration_source: str, validation_source: str, calibration_sam
     notes: list[str] = []
     shape = tuple(int(s) for s in sample_shape)
     rng = np.random.default_rng(seed)
-    val_raw = load_source(validation_source, shape, seed, validation_samples)
     same = calibration_source == validation_source
+    # A generated source (synthetic) makes as many samples as asked: both splits' worth when they share it.
+    val_raw = load_source(validation_source, shape, seed, validation_samples + (calibration_samples if same else 0))
     cal_raw = val_raw if same else load_source(calibration_source, shape, seed + 1, calibration_samples)
 
     val_perm = rng.permutation(len(val_raw))
