@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,9 +83,26 @@ def finish_artifact(fmt: str, path: Path, files: list[Path], spec: InputSpec, ba
     )
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    """Last lines of a converter log, for error messages."""
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour/cursor codes converters print
+
+
+def plain(text: str, lines: int, width: int = 300) -> str:
+    """``text`` without terminal codes, at most ``lines`` lines of at most ``width`` characters."""
+    kept = [line[:width] for line in ANSI.sub("", text).splitlines() if line.strip()]
+    return "\n".join(kept[:lines] + ([f"... ({len(kept) - lines} more lines)"] if len(kept) > lines else []))
+
+
+def tail(path: Path, lines: int = 10) -> str:
+    """Last lines of a converter log, for error messages (terminal codes removed)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return plain("\n".join(path.read_text(errors="replace").splitlines()[-lines:]), lines)
     except OSError:
         return ""
+
+
+def converter_failed(what: str, e: Exception, log: Path) -> str:
+    """The message of a failed conversion: the converter's first lines, the log's last, no terminal codes.
+
+    torch's export errors run to ~45 lines with ANSI colour codes; the full text stays in the log.
+    """
+    return f"{what}: {type(e).__name__}: {plain(str(e), 4)}\nconverter log: {log}\n{tail(log)}"

@@ -13,7 +13,7 @@ from edgeship.core.errors import ExportError
 from edgeship.core.graph import dynamic_batch_shapes, eval_mode, example_input
 from edgeship.core.io import atomic_path, captured_output
 from edgeship.core.validation import Strict
-from edgeship.exporters.base import ExportContext, Format, check_free_space, finish_artifact, tail
+from edgeship.exporters.base import ExportContext, Format, check_free_space, converter_failed, finish_artifact
 from edgeship.exporters.onnx_ops import onnx_ops
 from edgeship.exporters.onnx_qdq import activations_to_uint8, fold_weight_qdq
 
@@ -91,8 +91,7 @@ def export_onnx(model: Any, spec: InputSpec, ctx: ExportContext, options: OnnxOp
     except OSError:
         raise  # disk full, read-only folder: the environment (exit 2 naming the path), not the model
     except Exception as e:
-        raise ExportError(f"ONNX export failed (torch.onnx dynamo exporter): {type(e).__name__}: {e}\n"
-                          f"converter log: {log}\n{tail(log)}") from e
+        raise ExportError(converter_failed("ONNX export failed (torch.onnx dynamo exporter)", e, log)) from e
     proto = onnx.load(str(path), load_external_data=False)
     return finish_artifact(
         "onnx", path, [path], spec, -1 if dynamic_batch else spec.batch, f"torch.onnx {version('torch')}",

@@ -12,7 +12,15 @@ from edgeship.core.errors import ExportError, RuntimeUnavailableError
 from edgeship.core.graph import eval_mode, example_input
 from edgeship.core.io import atomic_path, captured_output
 from edgeship.core.validation import Strict
-from edgeship.exporters.base import ExportContext, Format, check_free_space, finish_artifact, tail
+from edgeship.exporters.base import (
+    ExportContext,
+    Format,
+    check_free_space,
+    converter_failed,
+    finish_artifact,
+    plain,
+    tail,
+)
 from edgeship.exporters.openvino_ops import fake_quantize_grid, openvino_ops, openvino_saturates
 
 
@@ -60,7 +68,7 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, options: Op
             used = attempt
             break
         except Exception as e:
-            errors.append(f"{attempt}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            errors.append(f"{attempt}: {type(e).__name__}: {plain(str(e), 1)}")
     if ov_model is None:
         raise ExportError("OpenVINO export failed: " + "; ".join(errors) + f"\nconverter log: {log}\n{tail(log)}")
     narrowed = narrow_fake_quantizes(ov_model) if ctx.quantizer is not None else 0
@@ -77,7 +85,7 @@ def export_openvino(model: Any, spec: InputSpec, ctx: ExportContext, options: Op
     except OSError:
         raise  # disk full, read-only folder: the environment (exit 2 naming the path), not the model
     except Exception as e:
-        raise ExportError(f"OpenVINO save_model failed: {type(e).__name__}: {e}") from e
+        raise ExportError(converter_failed("OpenVINO save_model failed", e, log)) from e
     files = [out / "model.xml", out / "model.bin"]
     shape = ov_model.inputs[0].get_partial_shape()
     batch = shape[0].get_length() if shape[0].is_static else -1

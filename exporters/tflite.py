@@ -13,7 +13,7 @@ from edgeship.core.errors import ExportError, RuntimeUnavailableError
 from edgeship.core.graph import eval_mode, example_input
 from edgeship.core.io import atomic_path, captured_output
 from edgeship.core.validation import Strict
-from edgeship.exporters.base import ExportContext, Format, check_free_space, finish_artifact, tail
+from edgeship.exporters.base import ExportContext, Format, check_free_space, converter_failed, finish_artifact
 from edgeship.exporters.tflite_io import postprocess
 from edgeship.exporters.tflite_ops import tflite_ops
 
@@ -60,8 +60,7 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, options: TFLi
     except OSError:
         raise  # disk full, read-only folder: the environment (exit 2 naming the path), not the model
     except Exception as e:
-        raise ExportError(f"TFLite export failed (litert_torch.convert): {type(e).__name__}: {e}\n"
-                          f"converter log: {log}\n{tail(log)}") from e
+        raise ExportError(converter_failed("TFLite export failed (litert_torch.convert)", e, log)) from e
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(path))

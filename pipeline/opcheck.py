@@ -160,7 +160,15 @@ def pytorch_ops(model: torch.nn.Module, example: torch.Tensor) -> list[OpUse]:
     """The ops of ``model``'s ``torch.export`` graph (eval mode), named by the modules they came from."""
     from edgeship.core.graph import eval_mode
 
-    program = torch.export.export(eval_mode(model), (example,))
+    try:
+        program = torch.export.export(eval_mode(model), (example,))
+    except Exception as e:  # the model itself: a converter-level failure (exit 3), not an internal error
+        from edgeship.core.errors import ExportError
+        from edgeship.exporters.base import plain
+
+        raise ExportError(f"the PyTorch graph cannot be exported with torch.export, which checking its ops needs "
+                          f"(and the TFLite and OpenVINO converters too): {type(e).__name__}: {plain(str(e), 4)}"
+                          ) from None
     return [u for n in program.graph.nodes if n.op == "call_function" and (u := aten_use(n)) is not None]
 
 

@@ -317,6 +317,13 @@ CASES: list[Case] = [
              t, "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
                 "        raise ValueError('division table missing')\ndef build(num_classes):\n    return M()\n")}),
          2, ("failed inside the model", "division table missing"), writes=False),
+    Case("a model torch.export cannot capture", "diagnosis",
+         lambda t: run(t, stages=[], **{"model.source": model_file(
+             t, "import torch\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.fc = torch.nn.Linear(192, 10)\n    def forward(self, x):\n"
+                "        return self.fc(torch.from_numpy(x.detach().numpy()).flatten(1))\n"
+                "def build(num_classes):\n    return M()\n")}), 3,
+         ("cannot be exported with torch.export", ".numpy() is not supported")),
     # -- config fuzz: engineering.md E1 ----------------------------------------------------------------------------
     *(Case(f"quantize weight_bits {b}", "config", lambda t, b=b: run(
         t, stages=[{"type": "train"}, {"type": "quantize", "weight_bits": b}]), 2, ("weight_bits",), writes=False)

@@ -30,6 +30,7 @@ def test_case(case: Case, tmp_path: Path, capsys, monkeypatch):
     for word in case.words:
         assert word in flat, (word, printed[-3000:])
     assert "Traceback" not in printed and "internal error" not in printed, printed[-3000:]
+    assert "\x1b[" not in printed, "terminal codes reached the console"
     assert not list(tmp_path.rglob(MARKER)), "a payload ran"
     if not case.writes:
         assert not list(tmp_path.glob("run/artifacts/*")), "an artifact was written"
