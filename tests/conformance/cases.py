@@ -265,7 +265,7 @@ CASES: list[Case] = [
          lambda t: run(t, **{"model.source": f"{t}/[bold]x.py:build"}), 2, ("[bold]x.py",), writes=False),
     Case("brackets in --out", "escaping", lambda t: [*run(t)[:-2], "--out", str(t / "[red]run")], 0, ("[red]run",)),
     Case("a 3-dim shape is printed whole", "escaping", lambda t: run(t, **{"model.input.shape": [1, 3, 224]}), 2,
-         ("got [1, 3, 224]",), writes=False),
+         ("[batch, channels, height, width] (NCHW); got [1, 3, 224]",), writes=False),
     Case("brackets in model.weights", "escaping", lambda t: run(t, **{"model.weights": "weights/[bold]w.pt"}), 2,
          ("weights/[bold]w.pt",), writes=False),
     # -- user errors that were internal errors --------------------------------------------------------------------
