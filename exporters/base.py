@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeship.core.artifact import Artifact, InputSpec
+from edgeship.core.errors import plain
 from edgeship.core.io import ensure_free_space, sha256_file
 from edgeship.core.ops import OpUse
 from edgeship.core.validation import Strict
@@ -81,15 +81,6 @@ def finish_artifact(fmt: str, path: Path, files: list[Path], spec: InputSpec, ba
         sha256={f.name: sha256_file(f) for f in files}, size_bytes=sum(f.stat().st_size for f in files),
         details=details,
     )
-
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour/cursor codes converters print
-
-
-def plain(text: str, lines: int, width: int = 300) -> str:
-    """``text`` without terminal codes, at most ``lines`` lines of at most ``width`` characters."""
-    kept = [line[:width] for line in ANSI.sub("", text).splitlines() if line.strip()]
-    return "\n".join(kept[:lines] + ([f"... ({len(kept) - lines} more lines)"] if len(kept) > lines else []))
 
 
 def tail(path: Path, lines: int = 10) -> str:

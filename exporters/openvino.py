@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeship.core.artifact import INPUT_NAME, OUTPUT_NAME, Artifact, InputSpec
-from edgeship.core.errors import ExportError, RuntimeUnavailableError
+from edgeship.core.errors import ExportError, RuntimeUnavailableError, plain
 from edgeship.core.graph import eval_mode, example_input
 from edgeship.core.io import atomic_path, captured_output
 from edgeship.core.validation import Strict
@@ -18,7 +18,6 @@ from edgeship.exporters.base import (
     check_free_space,
     converter_failed,
     finish_artifact,
-    plain,
     tail,
 )
 from edgeship.exporters.openvino_ops import fake_quantize_grid, openvino_ops, openvino_saturates

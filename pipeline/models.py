@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeship.core.errors import CheckpointError, ConfigError
+from edgeship.core.errors import CheckpointError, ConfigError, plain
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, or its legacy raw pickle
@@ -150,7 +150,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = plain(str(e), 1) or type(e).__name__
             if "weights_only" in str(e) or "Unsupported global" in str(e):
                 reason = ("it contains pickled Python objects beyond tensors (refused: weights_only=True); "
                           "save model.state_dict() instead. " + reason)

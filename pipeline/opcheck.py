@@ -163,8 +163,7 @@ def pytorch_ops(model: torch.nn.Module, example: torch.Tensor) -> list[OpUse]:
     try:
         program = torch.export.export(eval_mode(model), (example,))
     except Exception as e:  # the model itself: a converter-level failure (exit 3), not an internal error
-        from edgeship.core.errors import ExportError
-        from edgeship.exporters.base import plain
+        from edgeship.core.errors import ExportError, plain
 
         raise ExportError(f"the PyTorch graph cannot be exported with torch.export, which checking its ops needs "
                           f"(and the TFLite and OpenVINO converters too): {type(e).__name__}: {plain(str(e), 4)}"

@@ -6,6 +6,8 @@ Exit codes (README.md, docs/design.md): 0 ok · 1 internal error · 2 bad recipe
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_CONFIG = 2
@@ -60,3 +62,12 @@ class GateFailure(EdgeshipError):
     """At least one validation gate failed; the report says which and by how much."""
 
     exit_code = EXIT_GATE
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour/cursor codes torch and converters print
+
+
+def plain(text: str, lines: int, width: int = 300) -> str:
+    """A library's message for ours: no terminal codes, at most ``lines`` lines of at most ``width`` characters."""
+    kept = [line[:width] for line in ANSI.sub("", text).splitlines() if line.strip()]
+    return "\n".join(kept[:lines] + ([f"... ({len(kept) - lines} more lines)"] if len(kept) > lines else []))

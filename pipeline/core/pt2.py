@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from edgeship.core.errors import CheckpointError
+from edgeship.core.errors import CheckpointError, plain
 
 # pt2 archive layout (torch.export.pt2_archive.constants)
 CONFIGS = {"data/weights/": "_weights_config.json", "data/constants/": "_constants_config.json"}
@@ -67,12 +67,11 @@ def check_pt2(data: bytes, source: Path) -> None:
             try:
                 torch.load(io.BytesIO(archive.read(name)), weights_only=True, map_location="cpu")
             except pickle.UnpicklingError as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise CheckpointError(f"{source}: member {name} holds pickled Python objects beyond tensors "
-                                      f"(refused, nothing of it ran: {first[:200]})") from None
+                                      f"(refused, nothing of it ran: {plain(str(e), 1, 200)})") from None
             except Exception as e:
                 raise CheckpointError(f"{source}: member {name} is not a readable tensor payload "
-                                      f"({type(e).__name__}: {str(e)[:200]})") from None
+                                      f"({type(e).__name__}: {plain(str(e), 1, 200)})") from None
 
 
 def load_exported_program(path: str | Path) -> Any:
@@ -89,6 +88,5 @@ def load_exported_program(path: str | Path) -> Any:
     try:
         return torch.export.load(io.BytesIO(data))
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"{path}: not a loadable torch.export program ({type(e).__name__}: "
-                              f"{first[:300]})") from None
+                              f"{plain(str(e), 1)})") from None

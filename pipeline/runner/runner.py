@@ -20,7 +20,7 @@ import yaml
 from edgeship.calibration.splits import Splits, make_splits
 from edgeship.core.artifact import Artifact, InputSpec
 from edgeship.core.environment import library_versions
-from edgeship.core.errors import ConfigError, DataError
+from edgeship.core.errors import ConfigError, DataError, plain
 from edgeship.core.graph import eval_mode
 from edgeship.core.io import atomic_write_text, sha256_file
 from edgeship.core.signing import sign_file
@@ -158,7 +158,7 @@ class Runner:
             with torch.inference_mode():
                 out = model(torch.zeros(spec.shape))
         except Exception as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            first = plain(str(e), 1) or type(e).__name__
             if SHAPE_WORDS.search(str(e)):
                 raise ConfigError(f"model.input.shape {list(spec.shape)} does not fit {cfg.source}: the forward "
                                   f"pass failed with {type(e).__name__}: {first}") from None

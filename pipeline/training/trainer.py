@@ -168,7 +168,9 @@ class Trainer:
         try:
             ckpt = torch.load(path, weights_only=True)
         except Exception as e:  # truncated by a crash mid-write of an older version, or damaged since
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            from edgeship.core.errors import plain
+
+            reason = plain(str(e), 1, 200) or type(e).__name__
             self.log(f"  checkpoint {path} is unreadable ({reason}); training from the start")
             return None
         if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != self.fingerprint:

@@ -281,7 +281,7 @@ CASES: list[Case] = [
          lambda t: run(t, **{"model.source": model_file(
              t, "import argparse\nargparse.ArgumentParser().parse_args(['--nope'])\ndef build(num_classes):\n"
                 "    pass\n")}), 2, ("called sys.exit(2)", "__main__"), writes=False),
-    Case("truncated QAT checkpoint on --resume", "user error", truncated_checkpoint, 0, ("is unreadable",)),
+    Case("truncated QAT checkpoint on --resume", "user error", truncated_checkpoint, 0, ("training from the start",)),
     # -- checkpoints: engineering.md reliability test 1 ------------------------------------------------------------
     Case("weights: zero bytes", "checkpoint", weights_run(lambda p: p.write_bytes(b"")), 5, ("is empty",),
          writes=False),
