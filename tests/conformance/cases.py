@@ -8,7 +8,6 @@ means no artifact may exist afterwards. Classes follow issue 19's list and engin
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -339,8 +338,3 @@ CASES: list[Case] = [
 
 # The corpus may grow; it must not shrink without someone deciding so (engineering.md E3).
 FLOOR = 40
-
-
-def manifest_status(tmp: Path) -> str | None:
-    path = tmp / "run" / "manifest.json"
-    return json.loads(path.read_text()).get("status") if path.is_file() else None

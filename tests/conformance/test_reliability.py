@@ -1,7 +1,9 @@
-"""engineering.md Part B's reliability tests 3, 4, 8 and 10 as data-driven cases (1, 2 and E1 are in cases.py).
+"""engineering.md Part B's reliability tests 3-10 as data-driven cases (1, 2 and E1 are rows of cases.py).
 
 3: every runtime words a bad input the same way; 4: empty and non-finite data fail, and so do non-finite outputs;
-8: an interrupted write leaves the old file or none; 10: the same recipe twice gives the same keys and bytes.
+5: gates pass the exported artifact and fail a perturbed one; 6: the transformation is in the artifact;
+7: check lists every reason in one pass; 8: an interrupted write leaves the old file or none;
+9: resume reuses exactly what is unchanged and intact; 10: the same recipe twice gives the same keys and bytes.
 """
 
 from __future__ import annotations
@@ -128,3 +130,106 @@ def test_10_the_same_recipe_twice_gives_the_same_keys_metrics_and_bytes(tmp_path
         onnx = hashlib.sha256((tmp_path / name / "artifacts" / "model.onnx").read_bytes()).hexdigest()
         runs.append(([(s["key"], json.dumps(s["metrics"], sort_keys=True)) for s in manifest["stages"]], onnx))
     assert runs[0] == runs[1]
+
+
+# -- 5: gates have positive and negative controls ------------------------------------------------------------------
+def _perturb_first_weight(model, delta: float):
+    from onnx import numpy_helper
+
+    init = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(delta), init.name))
+    return model
+
+
+GATE_CONTROLS = [("the artifact as exported", 0.0, set()), ("one conv weight + 1e-2", 1e-2, {"rel_max_err_max"})]
+
+
+@pytest.mark.parametrize(("case", "delta", "failing"), GATE_CONTROLS, ids=[c[0] for c in GATE_CONTROLS])
+def test_5_gates_pass_the_exported_artifact_and_fail_a_perturbed_one(tmp_path, case, delta, failing):
+    import onnx
+
+    from edgeship.gates import evaluate_gates
+    from edgeship.metrics import compare, reference_health
+    from edgeship.recipe import GateConfig
+
+    artifact = exported_for(tmp_path, "onnx")
+    x = np.random.default_rng(0).standard_normal((64, 1, 16, 16)).astype(F32)
+    unperturbed = open_session("onnxruntime", artifact, 1)[0].load().run(x)
+    onnx.save(_perturb_first_weight(onnx.load(str(artifact.path)), delta), str(artifact.path))
+    out = open_session("onnxruntime", artifact, 1)[0].load().run(x)
+    gates = evaluate_gates(compare(out, unperturbed), reference_health(unperturbed), GateConfig())
+    assert {g.gate for g in gates if not g.passed} == failing, [g.detail for g in gates]
+
+
+# -- 6: the transformation happened, asserted on the artifact -----------------------------------------------------
+TRANSFORMS = [
+    ("quantize W4: INT4 weights, a file under 30% of fp32", [{"type": "train", "epochs": 1},
+                                                           {"type": "quantize", "weight_bits": 4}]),
+    ("prune ratio 0.5 round_to 8: channels are multiples of 8", [{"type": "train", "epochs": 1},
+                                                                 {"type": "prune", "ratio": 0.5, "round_to": 8}]),
+]
+
+
+@pytest.mark.parametrize(("case", "stages"), TRANSFORMS, ids=[c[0] for c in TRANSFORMS])
+def test_6_the_transformation_is_in_the_artifact(tmp_path, case, stages):
+    import onnx
+
+    from edgeship.cli import main
+
+    assert main(["export", str(recipe_file(tmp_path, stages=stages)), "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    proto = onnx.load(str(tmp_path / "run" / "artifacts" / "model.onnx"))
+    if stages[1]["type"] == "quantize":
+        assert sum(t.data_type == onnx.TensorProto.INT4 for t in proto.graph.initializer) >= 1
+        assert report["quantization"]["sizes"]["onnx"]["ratio_vs_fp32"] < 0.3
+    else:
+        convs = [t for t in proto.graph.initializer if len(t.dims) == 4]
+        pruned = [c for c in report["stages"][1]["metrics"]["channels"] if c["after"] != c["before"]]
+        assert pruned and all(c["after"] % 8 == 0 for c in pruned)
+        assert {c["after"] for c in pruned} <= {t.dims[0] for t in convs}  # the ONNX convs have the pruned widths
+
+
+# -- 7: the preflight is complete, in one pass ---------------------------------------------------------------------
+PREFLIGHT = [("digits_resnet on archnet", "edgeship.zoo:digits_resnet", "archnet", 3,
+              {"unsupported_op", "kernel_size"}),
+             ("digits_resnet on int8-npu", "edgeship.zoo:digits_resnet", "int8-npu", 3, {"unsupported_op"}),
+             ("digits_cnn on cpu", "edgeship.zoo:digits_cnn", "cpu", 0, set())]
+
+
+@pytest.mark.parametrize(("case", "source", "profile", "code", "reasons"), PREFLIGHT, ids=[c[0] for c in PREFLIGHT])
+def test_7_check_lists_every_reason_in_one_pass(tmp_path, case, source, profile, code, reasons):
+    from edgeship.cli import main
+
+    out = tmp_path / "check.json"
+    assert main(["check", source, "--profile", profile, "--input-shape", "1,1,16,16", "--json", str(out)]) == code
+    report = json.loads(out.read_text())
+    assert {v["reason"] for v in report["violations"]} == reasons and report["ops_seen"]["pytorch"] > 0
+
+
+# -- 9: resume loses nothing and redoes nothing -------------------------------------------------------------------
+def _flip_first_stage_file(run: Path) -> None:
+    path = next((run / "stages" / "01-train").glob("model.safetensors"))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+RESUMES = [("nothing changed", (), None, [True, True]),
+           ("stage 2 edited", ("--set", "stages.1.calibration.samples=32"), None, [True, False]),
+           ("stage 1 file damaged", (), _flip_first_stage_file, [False, True])]
+
+
+@pytest.mark.parametrize(("case", "extra", "damage", "reused"), RESUMES, ids=[c[0] for c in RESUMES])
+def test_9_resume_reuses_exactly_what_is_unchanged_and_intact(tmp_path, case, extra, damage, reused):
+    from edgeship.cli import main
+
+    recipe = recipe_file(tmp_path, stages=[{"type": "train", "epochs": 1}, {"type": "quantize"}])
+    run = tmp_path / "run"
+    assert main(["export", str(recipe), "--out", str(run)]) == 0
+    first = [s["key"] for s in json.loads((run / "manifest.json").read_text())["stages"]]
+    if damage is not None:
+        damage(run)
+    assert main(["export", str(recipe), "--out", str(run), "--resume", *extra]) == 0
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert [s["reused"] for s in stages] == reused
+    assert [s["key"] for s in stages][0] == first[0]
