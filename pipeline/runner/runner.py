@@ -35,7 +35,7 @@ from edgeship.runner.evaluation import Evaluation, Evaluator, quantization_summa
 from edgeship.runner.rundir import Manifest, hash_json, state_dict_hash
 from edgeship.stage import ModelState, StageContext
 from edgeship.stages import build_stage
-from edgeship.training.trainer import is_main_process
+from edgeship.training.trainer import CHECKPOINT, is_main_process
 
 ALL_PHASES = ("export", "validate", "profile")
 # What torch says when an input's shape does not fit a layer ("size mismatch", "expected input[1, 3, 12, 16] to
@@ -229,6 +229,8 @@ class Runner:
                 state = result.state
                 eval_mode(state.model)
                 files = stage.save(state, ctx) if self.main else []
+                # Training checkpoints are the stage's files too: listed, hashed and signed like its output.
+                files += sorted(p for p in workdir.rglob(CHECKPOINT) if p not in files) if self.main else []
                 self.notes.extend(result.notes)
                 entry = {"index": i, "type": stage.name, "key": key, "status": "done", "reused": False,
                          "seconds": round(time.perf_counter() - t0, 2), "config": stage.config.model_dump(),

@@ -233,3 +233,25 @@ def test_9_resume_reuses_exactly_what_is_unchanged_and_intact(tmp_path, case, ex
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert [s["reused"] for s in stages] == reused
     assert [s["key"] for s in stages][0] == first[0]
+
+
+def test_training_checkpoints_are_in_the_manifest_and_an_altered_one_is_not_reused(tmp_path):
+    import torch
+
+    from edgeship.cli import main
+
+    recipe = recipe_file(tmp_path, stages=[{"type": "train", "epochs": 1},
+                                           {"type": "quantize", "mode": "qat", "qat": {"epochs": 1}}])
+    run = tmp_path / "run"
+    assert main(["export", str(recipe), "--out", str(run)]) == 0
+    stage = json.loads((run / "manifest.json").read_text())["stages"][1]
+    rel = "stages/02-quantize/checkpoint.pt"
+    assert rel in stage["files"] and rel in stage["signatures"]
+    ckpt = torch.load(run / rel, weights_only=True)  # loadable, altered: what a hash-only check would accept
+    ckpt["epoch"] = 0
+    torch.save(ckpt, run / rel)
+    assert main(["export", str(recipe), "--out", str(run), "--resume"]) == 0
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert [s["reused"] for s in stages] == [True, False]
+    notes = json.loads((run / "report.json").read_text())["notes"]
+    assert any(f"{rel} is missing or changed" in n for n in notes)
