@@ -22,7 +22,7 @@ from edgeship.core.artifact import Artifact, InputSpec
 from edgeship.core.environment import library_versions
 from edgeship.core.errors import ConfigError, DataError, plain
 from edgeship.core.graph import eval_mode
-from edgeship.core.io import atomic_write_text, sha256_file
+from edgeship.core.io import atomic_write_text, deferred_signals, sha256_file
 from edgeship.core.signing import sign_file
 from edgeship.exporters import FORMATS, export_formats
 from edgeship.exporters.base import ExportContext
@@ -111,10 +111,12 @@ class Runner:
                                                         if row.artifact.format in by_format})
                        for row in rows_for(recipe, artifacts)]
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (edgeship.cli.Terminated)
-            self.manifest.save(status="interrupted")
+            with deferred_signals():  # a second signal must not leave the manifest saying "running"
+                self.manifest.save(status="interrupted")
             raise
         except BaseException:
-            self.manifest.save(status="error")
+            with deferred_signals():
+                self.manifest.save(status="error")
             raise
         report = assemble_report(
             recipe=recipe, started=started, model=model, model_source=recipe.model.source, spec=spec, splits=splits,
