@@ -33,6 +33,7 @@ def main(out: Path) -> None:
                 "world": int(os.environ["WORLD_SIZE"])}, out / f"rank{os.environ['RANK']}.pt")
     import torch.distributed as dist
 
+    dist.barrier()  # both ranks are done with the group before either tears it down (gloo aborted at exit otherwise)
     dist.destroy_process_group()
 
 
