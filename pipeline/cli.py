@@ -101,9 +101,7 @@ def _run_check(args: argparse.Namespace, console: object) -> int:
     try:
         shape = [int(v) for v in args.input_shape.split(",")]
     except ValueError:
-        shape = []
-    if len(shape) != 4 or min(shape) < 1:
-        raise ConfigError(f"--input-shape expects four positive integers N,C,H,W; got {args.input_shape!r}")
+        raise ConfigError(f"--input-shape expects four positive integers N,C,H,W; got {args.input_shape!r}") from None
     report = check(args.model, profile=args.profile, input_shape=shape, num_classes=args.num_classes)
     Console().print(render(report))
     for note in report.notes:

@@ -118,6 +118,11 @@ def _export_config() -> type[BaseModel]:
 ExportConfig = _export_config()
 
 
+def default_runtimes() -> dict[str, list[str]]:
+    """Each registered format's default runtimes (``Format.runtimes``)."""
+    return {name: list(fmt.runtimes) for name, fmt in FORMATS.items()}
+
+
 class GateConfig(Strict):
     """Ship/no-ship thresholds applied to every artifact x runtime (defaults suit fp32 exports)."""
 
@@ -141,7 +146,7 @@ class ValidateConfig(Strict):
         description="gates when the model is quantized (reference: the PT2E model); integer kernels round "
                     "differently from PT2E's float simulation, so the relative error is reported, not gated")
     runtimes: dict[str, list[str]] = Field(
-        default_factory=lambda: {name: list(fmt.runtimes) for name, fmt in FORMATS.items()},
+        default_factory=default_runtimes,
         description="the runtimes that validate and time each format: name or name@variant (e.g. openvino@default, "
                     "reported but not gated); a runtime may read several formats (openvino reads onnx and tflite)")
 
@@ -160,7 +165,7 @@ class ValidateConfig(Strict):
                 if fmt not in runtime.formats:
                     msg = f"{fmt}: runtime {runtime.name} reads {', '.join(runtime.formats)}, not {fmt}"
                     raise ValueError(msg)
-        return {**{name: list(fmt.runtimes) for name, fmt in FORMATS.items()}, **v}
+        return {**default_runtimes(), **v}  # formats the recipe does not mention keep their defaults
 
 
 class LatencyConfig(Strict):

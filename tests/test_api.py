@@ -46,3 +46,13 @@ def test_check_a_module_and_a_source():
     report = edgeship.check(digits_cnn(), profile="archnet", input_shape=(1, 1, 16, 16))
     assert not report.passed and report.ops_seen["pytorch"] > 0
     assert edgeship.check("edgeship.zoo:digits_cnn", profile="cpu", input_shape=(1, 1, 16, 16)).passed
+
+
+def test_check_refuses_a_shape_that_is_not_nchw(capsys):
+    from edgeship.cli import main
+
+    with pytest.raises(edgeship.EdgeshipError, match=r"four positive integers N,C,H,W; got \[1, 16, 16\]"):
+        edgeship.check("edgeship.zoo:digits_cnn", input_shape=(1, 16, 16))
+    assert main(["check", "edgeship.zoo:digits_cnn", "--input-shape", "1,0,16,16"]) == 2
+    assert main(["check", "edgeship.zoo:digits_cnn", "--input-shape", "1,x,16,16"]) == 2
+    assert "--input-shape expects four positive integers" in capsys.readouterr().err

@@ -15,6 +15,8 @@ import secrets
 from functools import cache
 from pathlib import Path
 
+from edgeship.core.io import sha256_file
+
 
 def key_file() -> Path:
     """Where the signing key lives."""
@@ -28,27 +30,38 @@ def key_file() -> Path:
 def _key(path: Path) -> bytes:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_suffix(f".{os.getpid()}.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(32))
         try:
-            os.link(path.with_suffix(f".{os.getpid()}.tmp"), path)  # first writer wins; others read its key
+            os.link(tmp, path)  # first writer wins; others read its key
         except FileExistsError:
             pass
         finally:
-            path.with_suffix(f".{os.getpid()}.tmp").unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
     return path.read_bytes()
 
 
+def sign_digest(digest: str) -> str:
+    """The signature of a file whose sha256 is ``digest``: HMAC-SHA256 of it under this machine's key (hex).
+
+    Signing the digest rather than the bytes lets a caller that hashed a file already sign it without reading
+    it a second time.
+    """
+    return hmac.new(_key(key_file()), digest.encode(), hashlib.sha256).hexdigest()
+
+
+def signed(digest: str, signature: str | None) -> bool:
+    """True when ``signature`` is this machine's signature of ``digest`` (constant-time comparison)."""
+    return signature is not None and hmac.compare_digest(sign_digest(digest), signature)
+
+
 def sign_file(path: str | os.PathLike[str]) -> str:
-    """The HMAC-SHA256 of a file's bytes under this machine's key (hex)."""
-    mac = hmac.new(_key(key_file()), digestmod=hashlib.sha256)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            mac.update(block)
-    return mac.hexdigest()
+    """The signature of the file at ``path``."""
+    return sign_digest(sha256_file(path))
 
 
 def signed_by_us(path: str | os.PathLike[str], signature: str | None) -> bool:
-    """True when ``path`` exists and carries ``signature`` (constant-time comparison)."""
-    return signature is not None and Path(path).is_file() and hmac.compare_digest(sign_file(path), signature)
+    """True when ``path`` exists and carries ``signature``."""
+    return Path(path).is_file() and signed(sha256_file(path), signature)

@@ -20,7 +20,7 @@ import torch
 from edgeship.core.environment import library_versions
 from edgeship.core.errors import ConfigError
 from edgeship.core.io import atomic_write_json, clean_stale_temporaries, sha256_file
-from edgeship.core.signing import signed_by_us
+from edgeship.core.signing import signed
 from edgeship.recipe import Recipe
 from edgeship.training.trainer import is_main_process
 
@@ -117,7 +117,7 @@ class Manifest:
             path = self.run_dir / rel
             if not path.is_file() or sha256_file(path) != digest:
                 return None, f"{rel} is missing or changed since it was written"
-            if not signed_by_us(path, signatures.get(rel)):
+            if not signed(digest, signatures.get(rel)):
                 return None, f"{rel} does not carry this machine's signature (written elsewhere or replaced)"
         return entry, None
 

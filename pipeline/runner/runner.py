@@ -23,7 +23,7 @@ from edgeship.core.environment import library_versions
 from edgeship.core.errors import ConfigError, DataError, plain
 from edgeship.core.graph import eval_mode
 from edgeship.core.io import atomic_write_text, deferred_signals, sha256_file
-from edgeship.core.signing import sign_file
+from edgeship.core.signing import sign_digest
 from edgeship.exporters import FORMATS, export_formats
 from edgeship.exporters.base import ExportContext
 from edgeship.inference import predict
@@ -234,11 +234,11 @@ class Runner:
                 # Training checkpoints are the stage's files too: listed, hashed and signed like its output.
                 files += sorted(p for p in workdir.rglob(CHECKPOINT) if p not in files) if self.main else []
                 self.notes.extend(result.notes)
+                digests = {str(f.relative_to(self.run_dir)): sha256_file(f) for f in files}
                 entry = {"index": i, "type": stage.name, "key": key, "status": "done", "reused": False,
                          "seconds": round(time.perf_counter() - t0, 2), "config": stage.config.model_dump(),
-                         "metrics": result.metrics,
-                         "files": {str(f.relative_to(self.run_dir)): sha256_file(f) for f in files},
-                         "signatures": {str(f.relative_to(self.run_dir)): sign_file(f) for f in files}}
+                         "metrics": result.metrics, "files": digests,
+                         "signatures": {rel: sign_digest(d) for rel, d in digests.items()}}
             self.manifest.data["files"].update(entry["files"])
             self.manifest.data["stages"].append(entry)
             self.manifest.save()

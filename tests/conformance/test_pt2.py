@@ -11,17 +11,8 @@ import pytest
 import torch
 
 from edgeship.cli import main
+from tests.conformance.cases import Payload
 from tests.conftest import tiny_recipe, write_recipe
-
-
-class Payload:
-    """Pickles as a call of ``Path.touch(marker)``: the marker file appears if anything unpickles it."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return Path.touch, (self.marker,)
 
 
 def poisoned(archive: Path, out: Path, marker: Path, member: str = "data/sample_inputs/model.pt") -> Path:
