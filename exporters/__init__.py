@@ -16,6 +16,7 @@ from edgeship.core.artifact import Artifact, InputSpec
 from edgeship.core.ops import OpUse
 from edgeship.exporters import onnx, openvino, tflite
 from edgeship.exporters.base import ExportContext, Format
+from edgeship.exporters.failures import ExportFailure, diagnose
 
 # In report order; also the order formats are exported in.
 FORMATS: dict[str, Format] = {f.name: f for f in (onnx.FORMAT, tflite.FORMAT, openvino.FORMAT)}
@@ -57,28 +58,47 @@ def artifact_ops(path: Path) -> list[OpUse]:
 
 def export_formats(model: Any, spec: InputSpec, ctx: ExportContext, formats: Iterable[str],
                    options: dict[str, Any], on_start: Callable[[str], None] = lambda _f: None,
-                   on_done: Callable[[Artifact], None] = lambda _a: None) -> dict[str, Artifact]:
+                   on_done: Callable[[Artifact], None] = lambda _a: None,
+                   on_failed: Callable[[ExportFailure], None] | None = None) -> dict[str, Artifact]:
     """Export ``model`` to every format in ``formats`` under ``ctx.out_dir``; return the artifacts by format.
 
     A format another exporter asks for (``ctx.artifact_of``) is exported once: into ``ctx.out_dir`` when it was
-    requested anyway, else into a temporary directory that is gone when this returns.
+    requested anyway, else into a temporary directory that is gone when this returns. With ``on_failed``, a
+    converter failure (``ExportError``) of one format is reported to it and the other formats are still
+    exported (a format converted from the failed one fails too, saying so); without, it is raised.
     """
+    from edgeship.core.errors import ExportError
+    from edgeship.core.graph import example_input
+
     wanted = list(formats)
     done: dict[str, Artifact] = {}
+    failed: dict[str, ExportError] = {}
     with tempfile.TemporaryDirectory(prefix="edgeship-export-") as scratch:
 
         def export(name: str) -> Artifact:
+            if name in failed:
+                raise ExportError(f"needs the {name} artifact, whose export failed: "
+                                  f"{str(failed[name]).splitlines()[0]}")
             if name not in done:
                 out_dir = ctx.out_dir if name in wanted else Path(scratch)
                 sub = ExportContext(out_dir=out_dir, log_dir=ctx.log_dir, quantizer=ctx.quantizer,
                                     dynamic_batch=ctx.dynamic_batch, require=export)
                 if name in wanted:
                     on_start(name)
-                done[name] = get_format(name).exporter(model, spec, sub, options[name])
+                try:
+                    done[name] = get_format(name).exporter(model, spec, sub, options[name])
+                except ExportError as e:
+                    failed[name] = e
+                    raise
                 if name in wanted:
                     on_done(done[name])
             return done[name]
 
         for name in wanted:
-            export(name)
-    return {name: done[name] for name in wanted}
+            try:
+                export(name)
+            except ExportError as e:
+                if on_failed is None:
+                    raise
+                on_failed(diagnose(name, str(e), model, example_input(spec)))
+    return {name: done[name] for name in wanted if name in done}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ class RunResult:
     report: dict[str, Any]
     failed_gates: list[str]
     unsupported: int  # violating op instances when check.fail_on_unsupported is set (the CLI exits 3)
+    failed_exports: list[str] = field(default_factory=list)  # one line per format not written (the CLI exits 3)
 
     @property
     def status(self) -> str:
@@ -41,8 +42,8 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        """True when every gate passed and no op violates a profile the recipe made binding."""
-        return not self.failed_gates and not self.unsupported
+        """True when every format was written, every gate passed and no op violates a binding profile."""
+        return not self.failed_gates and not self.unsupported and not self.failed_exports
 
     @property
     def results(self) -> dict[str, dict[str, Any]]:
@@ -100,7 +101,34 @@ def run(recipe: str | Path | dict[str, Any] | Recipe, *, out: str | Path | None 
     with locked(run_dir):
         outcome = Runner(parsed, run_dir, resume=resume, log=log, phases=tuple(phases), model=model).run()
     return RunResult(run_dir=run_dir, report=outcome.report, failed_gates=outcome.failed_gates,
-                     unsupported=outcome.unsupported)
+                     unsupported=outcome.unsupported, failed_exports=outcome.failed_exports)
+
+
+def debug(run_dir: str | Path, *, runtimes: Sequence[str] = (),
+          log: Callable[[str], None] = lambda _m: None) -> RunResult:
+    """Re-validate a run directory and tabulate every layer's divergence on each runtime.
+
+    ``runtimes``: row labels such as ``litert`` or ``openvino(onnx)`` (empty: every row). Stages are reused as
+    ``--resume`` reuses them; ``report.json`` gains the ``divergence`` section.
+    """
+    from edgeship.core.errors import ConfigError
+    from edgeship.runner import Runner
+    from edgeship.runner.rundir import locked
+    from edgeship.targets import parse_runtime
+
+    run_dir = Path(run_dir)
+    resolved = run_dir / "recipe.resolved.yaml"
+    if not resolved.is_file():
+        raise ConfigError(f"{run_dir}: not an edgeship run directory (no recipe.resolved.yaml); pass the directory "
+                          "a run wrote")
+    for label in runtimes:
+        parse_runtime(label.split("(")[0])  # unknown names fail here, before any work
+    parsed = load_recipe(resolved)
+    with locked(run_dir):
+        outcome = Runner(parsed, run_dir, resume=True, log=log, phases=("export", "validate"),
+                         debug_rows=tuple(runtimes)).run()
+    return RunResult(run_dir=run_dir, report=outcome.report, failed_gates=outcome.failed_gates,
+                     unsupported=outcome.unsupported, failed_exports=outcome.failed_exports)
 
 
 def _describe(model: nn.Module) -> str:

@@ -12,6 +12,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape  # user text (paths, module names) must never be read as console markup
 
@@ -26,6 +27,11 @@ from edgeship.core.errors import (
     ConfigError,
     EdgeshipError,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from edgeship.api import RunResult
 
 PHASES = {
     "run": ("export", "validate", "profile"),
@@ -75,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
         _common(s)
     d = sub.add_parser("demo", help="run the embedded digits example end to end")
     _common(d)
+    g = sub.add_parser("debug", help="layer-wise divergence of a run's artifacts on each runtime",
+                       description="Re-validate a run directory (stages reused) and compare every layer's output on "
+                                   "each runtime with the PyTorch reference: SQNR, cosine, the first layer that "
+                                   "diverges. Written into the run's report.json and report.html.")
+    g.add_argument("run_dir", help="a directory an edgeship run wrote")
+    g.add_argument("--runtime", action="append", default=[], help="a row of the report (litert, openvino(onnx), "
+                                                                   "...); repeat for several (default: every row)")
+    g.add_argument("--debug", action="store_true", help="show tracebacks")
     c = sub.add_parser("check", help="lint a model or artifact against an op-support profile (exit 3 if violated)",
                        description="List every op a target cannot run, with a reason and a count per op, in one pass.")
     c.add_argument("model", help="an artifact (.onnx, .tflite, OpenVINO .xml), an exported program (.pt2), a recipe "
@@ -183,28 +197,50 @@ def _execute(args: argparse.Namespace, console: object) -> int:
     from rich.console import Console
 
     from edgeship.api import load_recipe, run
-    from edgeship.report import summary_table
     from edgeship.training.trainer import is_main_process
 
     assert isinstance(console, Console)
     if args.command == "check":
         return _run_check(args, console)
+
+    def log(m: str) -> None:
+        console.print(f"  {escape(m)}", highlight=False)
+
+    if args.command == "debug":
+        from edgeship.api import debug
+        from edgeship.report import divergence_summary
+
+        console.print(f"[bold]edgeship debug[/] {escape(args.run_dir)}")
+        result = debug(args.run_dir, runtimes=args.runtime, log=log)
+        Console().print(divergence_summary(result.report))
+        return _verdict(result, console, (result.report.get("check") or {}).get("profile", ""))
     recipe_path = demo_recipe() if args.command == "demo" else Path(args.recipe)
     recipe = load_recipe(recipe_path, args.overrides)
     out = args.out or Path(recipe.output_dir) / recipe.name
     if is_main_process():
         console.print(f"[bold]edgeship[/] {escape(f'{recipe_path} -> {out}')}")
-    result = run(recipe, out=out, resume=args.resume, phases=PHASES.get(args.command, PHASES["run"]),
-                 log=lambda m: console.print(f"  {escape(m)}", highlight=False))
+    result = run(recipe, out=out, resume=args.resume, phases=PHASES.get(args.command, PHASES["run"]), log=log)
     if result.report.get("status") == "worker":  # a torchrun worker: rank 0 reports
         return EXIT_OK
+    return _verdict(result, console, recipe.check.profile)
+
+
+def _verdict(result: RunResult, console: Console, profile: str) -> int:
+    """Print the summary and what failed; return the exit code (export failures and binding ops 3, gates 4)."""
+    from rich.console import Console
+
+    from edgeship.report import summary_table
+
     Console().print(summary_table(result.report))
     console.print(escape(f"report: {result.report_path}  ({result.run_dir / 'report.json'})"))
     if result.failed_gates:
         console.print("[bold red]gate failed[/]:\n  " + escape("\n  ".join(result.failed_gates)), soft_wrap=True)
+    if result.failed_exports:  # the other formats were still written, validated and reported
+        console.print("[bold red]export failed[/]:\n  " + escape("\n  ".join(result.failed_exports)), soft_wrap=True)
+        return EXIT_UNSUPPORTED
     if result.unsupported:  # the device cannot run it at all: that outranks a gate verdict
         console.print(f"[bold red]unsupported[/]: {result.unsupported} op instances violate the "
-                      f"{escape(recipe.check.profile)} profile (check.fail_on_unsupported); see the report",
+                      f"{escape(profile)} profile (check.fail_on_unsupported); see the report",
                       soft_wrap=True)
         return EXIT_UNSUPPORTED
     return EXIT_OK if not result.failed_gates else EXIT_GATE

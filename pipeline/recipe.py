@@ -145,6 +145,14 @@ class ValidateConfig(Strict):
         default=GateConfig(top1_agreement_min=0.995, rel_max_err_max=None),
         description="gates when the model is quantized (reference: the PT2E model); integer kernels round "
                     "differently from PT2E's float simulation, so the relative error is reported, not gated")
+    cross_check: bool = Field(
+        default=True, description="also run each artifact on every other registered runtime that reads it (reported, "
+                                  "not gated or timed): the cross-runtime matrix names a runtime or a conversion "
+                                  "that disagrees with the other executions of the same model")
+    divergence_min_sqnr_db: float = Field(
+        default=20.0, description="layer-wise divergence (written when a gate fails, and by edgeship debug): the "
+                                  "first layer whose SQNR against the reference falls below this is where a runtime "
+                                  "starts to compute something else")
     runtimes: dict[str, list[str]] = Field(
         default_factory=default_runtimes,
         description="the runtimes that validate and time each format: name or name@variant (e.g. openvino@default, "

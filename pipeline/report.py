@@ -56,6 +56,16 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
                       f"{report['threads']} threads)")
         ax.legend(loc="lower right")
         plots.append(("Latency per runtime", _png(fig)))
+    tables = {k: t for k, t in ((report.get("divergence") or {}).get("runtimes") or {}).items() if t.get("layers")}
+    if tables:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for label, t in tables.items():
+            ax.plot([r["position"] for r in t["layers"]], [r["sqnr_db"] for r in t["layers"]], marker="o", label=label)
+        ax.axhline(report["divergence"]["min_sqnr_db"], color="black", linestyle="--", label="threshold")
+        ax.set_xlabel("depth (reference graph position)")
+        ax.set_ylabel("SQNR vs reference, dB (200 = identical)")
+        ax.legend(fontsize=7)
+        plots.append(("SQNR by depth per runtime", _png(fig)))
     rows = [r for r in report["results"] if "metrics" in r]
     if rows:
         fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
@@ -78,6 +88,16 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _first_divergent_row(label: str, table: dict[str, Any]) -> list[Any]:
+    if "error" in table:
+        return [label, 0, f"could not read its tensors: {table['error']}", None, None, None, None]
+    f = table["first_divergent"]
+    if f is None:
+        worst = min(table["layers"], key=lambda r: r["sqnr_db"], default=None)
+        return [label, table["matched"], "none", None, worst and worst["sqnr_db"], worst and worst["cosine"], None]
+    return [label, table["matched"], f["layer"], f["op"], f["sqnr_db"], f["cosine"], f["tensor"]]
+
+
 def render_html(report: dict[str, Any]) -> str:
     """A self-contained HTML page: verdict, tables and embedded PNG plots."""
     r = report
@@ -88,6 +108,11 @@ def render_html(report: dict[str, Any]) -> str:
     if r["failed_gates"]:
         parts.append("<h2>Failed gates</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in r["failed_gates"])
                      + "</ul>")
+    if r.get("failed_exports"):
+        parts.append("<h2>Formats that could not be converted</h2>" + _table(
+            ["format", "op", "modules", "hint", "converter message"],
+            [[f, e.get("op"), ", ".join(e.get("modules", [])[:5]), e.get("hint"), e.get("error", "").splitlines()[0]]
+             for f, e in r["exports"].items() if e["status"] == "failed"]))
     if r["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in r["notes"]) + "</ul>")
     m = r["model"]
@@ -154,6 +179,19 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append("<h2>Validation and latency</h2>" + _table(
         ["runtime", "precision", "status", "top-1 agree", "top-5 overlap", "rel max err", "max abs err", "cosine",
          "SQNR dB", "non-finite", "accuracy", "p50 ms", "p90 ms", "p99 ms", "speed-up vs PyTorch"], rows))
+    x = r.get("cross_runtime")
+    if x:
+        names = x["executions"]
+        parts.append("<h2>Cross-runtime agreement (top-1, every execution against every other)</h2>"
+                     + _table(["", *names], [[a, *row] for a, row in zip(names, x["agreement"], strict=True)])
+                     + "".join(f"<p><b>{html.escape(f['kind'])}</b>: {html.escape(f['detail'])}</p>"
+                               for f in x["findings"]))
+    dv = r.get("divergence")
+    if dv:
+        parts.append(f"<h2>Layer-wise divergence ({dv['samples']} samples against the {html.escape(dv['reference'])}; "
+                     f"first layer below {dv['min_sqnr_db']:g} dB SQNR)</h2>" + _table(
+                         ["runtime", "layers matched", "first divergent layer", "op", "SQNR dB", "cosine", "tensor"],
+                         [_first_divergent_row(label, t) for label, t in dv["runtimes"].items()]))
     gate_rows = [[t["runtime"], g["gate"], g["value"], g["threshold"], "pass" if g["passed"] else "FAIL", g["detail"]]
                  for t in r["results"] if t.get("gated") for g in t.get("gates", [])]
     if gate_rows:
@@ -209,4 +247,19 @@ def summary_table(report: dict[str, Any]) -> Any:
                   f"{lat['p50']:.3f}" if lat else "—",
                   f"{r['speedup_vs_pytorch']:.2f}x" if r.get("speedup_vs_pytorch") else "—",
                   *[f"{r[f'speedup_vs_{key}']:.2f}x" if r.get(f"speedup_vs_{key}") else "—" for key, _ in twins])
+    return t
+
+
+def divergence_summary(report: dict[str, Any]) -> Any:
+    """A rich table for ``edgeship debug``: per runtime, layers matched and the first that diverges."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    dv = report.get("divergence") or {"runtimes": {}, "min_sqnr_db": 0, "samples": 0, "reference": "reference"}
+    t = Table(title=f"layer-wise divergence ({dv['samples']} samples vs the {dv['reference']}; "
+                    f"first below {dv['min_sqnr_db']:g} dB)", title_justify="left")
+    for col in ("runtime", "layers matched", "first divergent layer", "op", "SQNR dB", "cosine", "tensor"):
+        t.add_column(col)
+    for label, table in dv["runtimes"].items():
+        t.add_row(*[escape(_fmt(v)) for v in _first_divergent_row(label, table)])
     return t

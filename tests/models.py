@@ -45,3 +45,21 @@ def randomize_batch_norms(model: nn.Module) -> nn.Module:
                 bn.running_var.uniform_(0.5, 2.0)
                 bn.weight.normal_()
     return model
+
+
+class _Bucketize(nn.Module):
+    """Snaps activations to three levels with ``torch.bucketize``: ONNX and OpenVINO convert it, litert-torch has
+    no lowering for it (a converter failure on one format only)."""
+
+    def forward(self, x):
+        import torch
+
+        return torch.bucketize(x, torch.tensor([0.0, 0.5])).float()
+
+
+def bucketize_cnn(num_classes: int = 10) -> nn.Module:
+    """The digits CNN with a ``_Bucketize`` block after its first conv (module path ``odd.1``)."""
+    from edgeship.zoo import digits_cnn
+
+    cnn = digits_cnn(num_classes)
+    return nn.Sequential(cnn[0], nn.Sequential(cnn[1], _Bucketize()), *list(cnn)[2:])

@@ -18,7 +18,9 @@ def test_run_a_dict_recipe_with_an_in_memory_model(tmp_path):
     lines: list[str] = []
     result = edgeship.run(recipe, out=tmp_path / "run", model=model, log=lines.append)
     assert result.passed and result.status == "pass" and result.report_path == tmp_path / "run" / "report.html"
-    assert set(result.results) == {"onnxruntime", "litert"} and set(result.artifacts) == {"onnx", "tflite"}
+    assert {k for k, r in result.results.items() if r["gated"]} == {"onnxruntime", "litert"}
+    assert set(result.results) == {"onnxruntime", "litert", "openvino(onnx)", "openvino(tflite)"}  # cross-checks
+    assert set(result.artifacts) == {"onnx", "tflite"}
     assert result.artifacts["onnx"].path.is_file() and result.report_path.is_file()
     assert result.report["model"]["source"] == "python:torch.nn.modules.container.Sequential"
     assert any(line.startswith("stage 1 train") for line in lines)

@@ -11,6 +11,7 @@ import torch
 from edgeship.calibration.splits import Splits
 from edgeship.core.artifact import Artifact, InputSpec
 from edgeship.core.environment import host_info, library_versions
+from edgeship.exporters.failures import ExportFailure
 from edgeship.recipe import GateConfig, Recipe
 from edgeship.runner.rundir import SCHEMA_VERSION, now
 
@@ -26,15 +27,22 @@ def assemble_report(*, recipe: Recipe, started: float, model: torch.nn.Module, m
                     quantized: bool, quantization: dict[str, Any] | None, gate_config: GateConfig,
                     stages: list[dict[str, Any]], artifacts: dict[str, Artifact], run_dir: Any,
                     pytorch_latency: dict[str, Any] | None, results: list[dict[str, Any]],
-                    op_check: dict[str, Any] | None, notes: list[str]) -> dict[str, Any]:
+                    op_check: dict[str, Any] | None, export_failures: dict[str, ExportFailure],
+                    cross_runtime: dict[str, Any] | None, divergence: dict[str, Any] | None,
+                    notes: list[str]) -> dict[str, Any]:
     """The whole ``report.json`` of one run (schema ``SCHEMA_VERSION``)."""
     failed = failed_gates(results)
+    exports = {fmt: ({"status": "converted", "converter": artifacts[fmt].converter,
+                      "route": artifacts[fmt].details.get("converted_from", "pytorch"),
+                      "seconds": round(artifacts[fmt].export_seconds, 2)} if fmt in artifacts
+                     else export_failures[fmt].to_dict())
+               for fmt in recipe.export.formats if fmt in artifacts or fmt in export_failures}
     val = splits.validation
     return {
         "schema_version": SCHEMA_VERSION,
         "name": recipe.name,
         "created": now(),
-        "status": "pass" if not failed else "fail",
+        "status": "pass" if not failed and not export_failures else "fail",
         "seed": recipe.seed,
         "threads": recipe.latency.threads,
         "host": host_info(),
@@ -51,10 +59,14 @@ def assemble_report(*, recipe: Recipe, started: float, model: torch.nn.Module, m
                       "accuracy": float(np.mean(reference.argmax(1) == val.y)) if val.y is not None else None},
         "gate_config": gate_config.model_dump(),
         "stages": [{k: v for k, v in s.items() if k != "files"} for s in stages],
+        "exports": exports,
         "artifacts": {fmt: a.to_dict(run_dir) for fmt, a in artifacts.items()},
         "pytorch_latency": pytorch_latency,
         "results": results,
+        "cross_runtime": cross_runtime,
+        "divergence": divergence,
         "check": op_check,
         "failed_gates": failed,
+        "failed_exports": [f.summary for f in export_failures.values()],
         "notes": notes,
     }

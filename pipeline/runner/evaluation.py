@@ -17,12 +17,13 @@ import torch
 
 from edgeship.calibration.splits import Splits
 from edgeship.core.artifact import Artifact, InputSpec
+from edgeship.core.errors import plain
 from edgeship.core.io import captured_output
 from edgeship.gates import evaluate_gates
 from edgeship.metrics import compare
 from edgeship.recipe import GateConfig, Recipe
 from edgeship.stage import ModelState
-from edgeship.targets import open_session, parse_runtime
+from edgeship.targets import RUNTIMES, open_session, parse_runtime
 from edgeship.targets.base import RuntimeSession, time_callable
 
 VS_FLOAT_KEYS = ("top1_agreement", "mismatch", "mismatch_when_reference_correct", "rel_max_err", "cosine",
@@ -36,17 +37,30 @@ class Row:
     label: str
     runtime: str  # name[@variant], as validate.runtimes lists it
     artifact: Artifact
+    cross: bool = False  # a cross-check: another runtime that reads this file (validated, not gated or timed)
 
 
 def rows_for(recipe: Recipe, artifacts: dict[str, Artifact]) -> list[Row]:
-    """Every (artifact, runtime) pair ``validate.runtimes`` asks for, in format order."""
+    """Every (artifact, runtime) pair ``validate.runtimes`` asks for, in format order, then the cross-checks.
+
+    With ``validate.cross_check`` every other registered runtime that reads an artifact runs it too.
+    """
     rows = []
     for fmt, artifact in artifacts.items():
-        for spec in recipe.validate_.runtimes.get(fmt, []):
-            runtime, _ = parse_runtime(spec)
-            own = runtime.formats[0] == fmt  # a runtime on a format of its own: the plain label
-            rows.append(Row(label=spec if own else f"{spec}({fmt})", runtime=spec, artifact=artifact))
+        listed = recipe.validate_.runtimes.get(fmt, [])
+        for spec in listed:
+            rows.append(Row(label=_label(spec, fmt), runtime=spec, artifact=artifact))
+        if recipe.validate_.cross_check:
+            named = {parse_runtime(spec)[0].name for spec in listed}
+            rows += [Row(label=_label(name, fmt), runtime=name, artifact=artifact, cross=True)
+                     for name, runtime in RUNTIMES.items() if fmt in runtime.formats and name not in named]
     return rows
+
+
+def _label(spec: str, fmt: str) -> str:
+    """``spec`` on a format of its own (the plain name), else ``spec(fmt)``: ``openvino(onnx)``."""
+    runtime, _ = parse_runtime(spec)
+    return spec if runtime.formats[0] == fmt else f"{spec}({fmt})"
 
 
 @dataclass
@@ -66,6 +80,7 @@ class Evaluator:
     def __init__(self, recipe: Recipe, run_dir: Path, log: Callable[[str], None],
                  phases: tuple[str, ...]) -> None:
         self.recipe, self.run_dir, self.log, self.phases = recipe, run_dir, log, phases
+        self.outputs: dict[str, np.ndarray] = {}  # validation logits by row label (the cross-runtime matrix)
 
     @property
     def validating(self) -> bool:
@@ -89,10 +104,11 @@ class Evaluator:
         v = self.recipe.validate_
         return v.quantized_gates if quantized else v.gates
 
-    def validate(self, session: RuntimeSession, ev: Evaluation, gated: bool) -> dict[str, Any]:
+    def validate(self, session: RuntimeSession, ev: Evaluation, gated: bool, label: str) -> dict[str, Any]:
         """Run the validation split on ``session``; compare with the reference (and the float model, if quantized)."""
         val = ev.splits.validation
         out = session.run(val.x)
+        self.outputs[label] = out
         metrics = compare(out, ev.reference, val.y)
         gates = evaluate_gates(metrics, ev.health, self.gate_config(quantized=ev.float_reference is not None))
         result = {"metrics": metrics, "gates": [g.to_dict() for g in gates],
@@ -103,7 +119,9 @@ class Evaluator:
         return result
 
     def measure(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
-        """Validate and time one row, and time its twins on the same runtime."""
+        """Validate and time one row, and time its twins on the same runtime (a cross-check: validate only)."""
+        if row.cross:
+            return self.cross_check(row, ev)
         session, gated = self.open(row.runtime, row.artifact)
         entry: dict[str, Any] = {"runtime": row.label, "format": row.artifact.format, "precision": session.precision,
                                  **({"precision_hint": session.precision_hint} if session.precision_hint else {}),
@@ -111,7 +129,7 @@ class Evaluator:
                                  "ops": [vars(o) for o in session.op_report()]}
         if self.validating:
             self.log(f"validate {row.label}: {len(ev.splits.validation)} samples")
-            entry.update(self.validate(session, ev, gated))
+            entry.update(self.validate(session, ev, gated, row.label))
         if self.timing:
             lat = self.recipe.latency
             self.log(f"profile {row.label}: {lat.runs} runs, {lat.threads} threads")
@@ -125,6 +143,23 @@ class Evaluator:
                 entry[f"{name}_latency"] = twin.latency(sample, lat.warmup, lat.runs).to_dict()
                 entry[f"{name}_precision"] = twin.precision
                 entry[f"speedup_vs_{name}"] = round(entry[f"{name}_latency"]["p50"] / entry["latency"]["p50"], 3)
+        return entry
+
+    def cross_check(self, row: Row, ev: Evaluation) -> dict[str, Any]:
+        """Another runtime on the same file, validated only; a runtime that cannot read it is reported, not raised."""
+        entry: dict[str, Any] = {"runtime": row.label, "format": row.artifact.format, "precision": "—",
+                                 "cross_check": True, "gated": False}
+        if not self.validating:
+            return {**entry, "status": "skipped"}
+        self.log(f"cross-check {row.label}: {len(ev.splits.validation)} samples")
+        try:
+            session, _ = self.open(row.runtime, row.artifact)
+            entry.update({"precision": session.precision, "threads": session.threads,
+                          "ops": [vars(o) for o in session.op_report()]})
+            entry.update(self.validate(session, ev, False, row.label))
+        except Exception as e:  # a cross-check informs; it must not take the gated rows down with it
+            self.log(f"cross-check {row.label}: could not run: {type(e).__name__}: {plain(str(e), 1)}")
+            return {**entry, "status": "error", "error": f"{type(e).__name__}: {plain(str(e), 3)}"}
         return entry
 
     def pytorch_latency(self, model: torch.nn.Module, spec: InputSpec) -> dict[str, Any]:

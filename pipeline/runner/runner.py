@@ -22,10 +22,11 @@ from edgeship.core.artifact import Artifact, InputSpec
 from edgeship.core.environment import library_versions
 from edgeship.core.errors import ConfigError, DataError, plain
 from edgeship.core.graph import eval_mode
-from edgeship.core.io import atomic_write_text, deferred_signals, sha256_file
+from edgeship.core.io import atomic_write_text, captured_output, deferred_signals, sha256_file
 from edgeship.core.signing import sign_digest
 from edgeship.exporters import FORMATS, export_formats
 from edgeship.exporters.base import ExportContext
+from edgeship.exporters.failures import ExportFailure
 from edgeship.inference import predict
 from edgeship.metrics import reference_health
 from edgeship.models import build_model, load_weights
@@ -38,6 +39,7 @@ from edgeship.stages import build_stage
 from edgeship.training.trainer import CHECKPOINT, is_main_process
 
 ALL_PHASES = ("export", "validate", "profile")
+DEBUG_SAMPLES = 8  # validation samples whose every intermediate tensor the layer-wise divergence compares
 # What torch says when an input's shape does not fit a layer ("size mismatch", "expected input[1, 3, 12, 16] to
 # have 1 channels", "shapes cannot be multiplied", "Given groups=1, weight of size ...").
 SHAPE_WORDS = re.compile(r"shape|size|channel|dimension|mat1|cannot be multiplied|expected input", re.IGNORECASE)
@@ -51,11 +53,12 @@ class RunOutcome:
     report: dict[str, Any]
     failed_gates: list[str] = field(default_factory=list)
     unsupported: int = 0  # violating op instances when check.fail_on_unsupported is set
+    failed_exports: list[str] = field(default_factory=list)  # one line per format that could not be written
 
     @property
     def passed(self) -> bool:
-        """True when every gate of every gated row passed."""
-        return not self.failed_gates
+        """True when every format was written and every gate of every gated row passed."""
+        return not self.failed_gates and not self.failed_exports
 
 
 class Runner:
@@ -67,7 +70,7 @@ class Runner:
 
     def __init__(self, recipe: Recipe, run_dir: Path, *, resume: bool = False,
                  log: Callable[[str], None] = print, phases: tuple[str, ...] = ALL_PHASES,
-                 model: torch.nn.Module | None = None) -> None:
+                 model: torch.nn.Module | None = None, debug_rows: tuple[str, ...] | None = None) -> None:
         self.recipe = recipe
         self.run_dir = run_dir
         self.resume = resume
@@ -77,7 +80,10 @@ class Runner:
         self.log = log if self.main else (lambda _m: None)
         self.phases = phases
         self.given_model = model
+        # Layer-wise divergence for these row labels (() = every row), whatever the gates say (edgeship debug).
+        self.debug_rows = debug_rows
         self.notes: list[str] = []
+        self.export_failures: dict[str, ExportFailure] = {}  # formats of the main artifacts that failed
         self.manifest = Manifest(run_dir, recipe)
         self.evaluator = Evaluator(recipe, run_dir, self.log, phases)
 
@@ -110,6 +116,8 @@ class Runner:
                                                         for name, by_format in twins.items()
                                                         if row.artifact.format in by_format})
                        for row in rows_for(recipe, artifacts)]
+            matrix = self.cross_runtime(results, reference, state.quantized)
+            divergence = self.divergence(model, splits, artifacts, results, state.quantized)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (edgeship.cli.Terminated)
             with deferred_signals():  # a second signal must not leave the manifest saying "running"
                 self.manifest.save(status="interrupted")
@@ -125,13 +133,14 @@ class Runner:
                           else None),
             gate_config=self.evaluator.gate_config(quantized=state.quantized), stages=stages, artifacts=artifacts,
             run_dir=self.run_dir, pytorch_latency=pytorch_latency, results=results, op_check=op_check,
-            notes=self.notes)
+            export_failures=self.export_failures, cross_runtime=matrix, divergence=divergence, notes=self.notes)
         for path in write_report(self.run_dir, report):
             self.manifest.record_file(path)
         self.manifest.save(status=report["status"])
         unsupported = sum(v["count"] for v in op_check["violations"]) if op_check else 0
         return RunOutcome(run_dir=self.run_dir, report=report, failed_gates=failed_gates(results),
-                          unsupported=unsupported if recipe.check.fail_on_unsupported else 0)
+                          unsupported=unsupported if recipe.check.fail_on_unsupported else 0,
+                          failed_exports=report["failed_exports"])
 
     # -- setup -------------------------------------------------------------------------------------------------
     def write_resolved_recipe(self) -> None:
@@ -277,9 +286,18 @@ class Runner:
             self.log(f"export {fmt}{where}: {artifact.size_bytes / 1e6:.2f} MB in {artifact.export_seconds:.1f} s "
                      f"({artifact.converter})")
 
+        def failed(failure: ExportFailure) -> None:
+            self.log(f"export {failure.format}{where}: FAILED: {failure.summary}")
+            if subdir == "artifacts":
+                self.export_failures[failure.format] = failure
+            else:  # a twin only times a comparison: the run goes on without it
+                self.notes.append(f"the {subdir.removeprefix('artifacts/')} twin could not be exported to "
+                                  f"{failure.format}, so that row has no speed-up against it: {failure.summary}")
+
         options = {name: getattr(exp, name) for name in FORMATS}
         return export_formats(model, spec, ctx, exp.formats, options,
-                              on_start=lambda fmt: self.log(f"export {fmt}{where}: converting"), on_done=done)
+                              on_start=lambda fmt: self.log(f"export {fmt}{where}: converting"), on_done=done,
+                              on_failed=failed)
 
     def export_twins(self, state: ModelState, stages: list[dict[str, Any]],
                      artifacts: dict[str, Artifact]) -> dict[str, dict[str, Artifact]]:
@@ -299,6 +317,58 @@ class Runner:
         if lat.compare_baseline and any(stage_class(s["type"]).changes_shape for s in stages):
             twins["baseline"] = self.export(state.reference, state.spec, subdir="artifacts/baseline")
         return twins
+
+    def cross_runtime(self, results: list[dict[str, Any]], reference: Any, quantized: bool) -> dict[str, Any] | None:
+        """The agreement of every execution with every other, and the one that stands out (notes say who)."""
+        from edgeship.crossruntime import cross_runtime_matrix
+
+        outputs = self.evaluator.outputs
+        if len(outputs) < 2:
+            return None
+        gate = self.evaluator.gate_config(quantized=quantized)
+        allowed = int((1 - gate.top1_agreement_min) * len(reference) + 1e-9)  # differing samples the gate allows
+        matrix = cross_runtime_matrix(outputs, {r["runtime"]: r["format"] for r in results if r["runtime"] in outputs},
+                                      reference, allowed)
+        for finding in matrix["findings"]:
+            self.notes.append(f"cross-runtime: {finding['detail']}")
+            self.log(f"note: {self.notes[-1]}")
+        return matrix
+
+    def divergence(self, model: torch.nn.Module, splits: Splits, artifacts: dict[str, Artifact],
+                   results: list[dict[str, Any]], quantized: bool) -> dict[str, Any] | None:
+        """Per runtime, each layer's SQNR against the reference and the first that diverges.
+
+        Written when a gated row fails (for every row, so the healthy runtimes show what the failing one
+        should look like) and for ``edgeship debug``.
+        """
+        from edgeship.divergence import divergence_table, reference_tensors, runtime_tensors
+
+        failed = any(r.get("gated") and r.get("status") == "fail" for r in results)
+        if not self.evaluator.validating or not artifacts or not (failed or self.debug_rows is not None):
+            return None
+        self.log(f"divergence: intermediate tensors of {DEBUG_SAMPLES} samples, layer by layer")
+        x = splits.validation.x[:DEBUG_SAMPLES]
+        refs = reference_tensors(model, x)
+        wanted = {r.name for r in refs}
+        threshold = self.recipe.validate_.divergence_min_sqnr_db
+        tables: dict[str, Any] = {}
+        for row in rows_for(self.recipe, artifacts):
+            if self.debug_rows and row.label not in self.debug_rows:
+                continue
+            try:
+                with captured_output(self.run_dir / "logs" / "runtimes.log"):
+                    tensors = runtime_tensors(row.runtime, row.artifact, x, wanted, self.run_dir / "logs")
+            except Exception as e:  # a diagnostic: one runtime that cannot expose its tensors is reported
+                tables[row.label] = {"error": f"{type(e).__name__}: {plain(str(e), 2)}"}
+                continue
+            table = divergence_table(refs, tensors, threshold)
+            tables[row.label] = table
+            first = table["first_divergent"]
+            self.log(f"divergence {row.label}: {table['matched']} layers matched; " + (
+                f"first below {threshold:g} dB: {first['layer']} ({first['op']}, {first['sqnr_db']} dB)"
+                if first else f"none below {threshold:g} dB"))
+        return {"samples": len(x), "reference": "PT2E model" if quantized else "PyTorch model",
+                "min_sqnr_db": threshold, "runtimes": tables}
 
     def time_pytorch(self, state: ModelState) -> dict[str, Any] | None:
         """PyTorch eager fp32 latency (the float model of a quantized run), when timing."""

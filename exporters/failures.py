@@ -1,0 +1,87 @@
+"""A failed conversion as a record the report can show: the format, the op and module it failed at, a hint.
+
+Converters fail in their own words ("Lowering not found: aten.bucketize.Tensor", "'tfl.average_pool_2d' op
+quantization parameters violate the same scale constraint"); this reads the op out of the message and, for
+an aten op, the modules of the model that call it, so a user sees where to look without reading a log.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# (pattern whose group 1 is the op, hint). First match wins.
+KNOWN: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Lowering not found: (aten\.[\w.]+)"),
+     "the converter has no lowering for this op: replace it in the model (edgeship check lists every op a "
+     "profile lacks) or leave this format out of export.formats"),
+    (re.compile(r"'(tfl\.\w+)' op quantization parameters violate the same scale constraint"),
+     "this op needs the same quantization parameters on its input and output; the quantizer gave them "
+     "different scales"),
+    (re.compile(r"(?:Unsupported|unsupported|No decomposition|not supported)[^\n]*?(aten[.:]{1,2}[\w.]+)"),
+     "the converter does not support this op: replace it in the model or leave this format out of "
+     "export.formats"),
+)
+NEEDS = re.compile(r"needs the (\w+) artifact, whose export failed")
+
+
+@dataclass(frozen=True)
+class ExportFailure:
+    """One format that could not be written, and why (what the report's ``exports`` section shows)."""
+
+    format: str
+    error: str  # the converter's message, bounded (the full text is in logs/<format>.log)
+    op: str | None = None
+    modules: tuple[str, ...] = ()
+    hint: str = "see the converter log in logs/"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the report."""
+        return {"status": "failed", **asdict(self), "modules": list(self.modules)}
+
+    @property
+    def summary(self) -> str:
+        """One line: format, op, where."""
+        where = f" in {', '.join(self.modules[:3])}" if self.modules else ""
+        op = f" at {self.op}{where}" if self.op else ""
+        return f"{self.format}: conversion failed{op}: {self.hint}"
+
+
+def diagnose(fmt: str, message: str, model: Any = None, example: Any = None) -> ExportFailure:
+    """The failure record of ``message``; with ``model`` and ``example``, the modules that call an aten op."""
+    dependency = NEEDS.search(message)
+    if dependency:
+        return ExportFailure(fmt, message, hint=f"converted from the {dependency.group(1)} artifact, whose export "
+                                                "failed: fix that format first")
+    for pattern, hint in KNOWN:
+        m = pattern.search(message)
+        if m:
+            op = m.group(1).replace("::", ".")
+            modules = modules_calling(model, example, op) if model is not None and op.startswith("aten") else ()
+            return ExportFailure(fmt, message, op, modules, hint)
+    return ExportFailure(fmt, message)
+
+
+def modules_calling(model: Any, example: Any, op: str) -> tuple[str, ...]:
+    """The module paths whose forward calls aten ``op`` (``aten.bucketize.Tensor`` or ``aten.bucketize``).
+
+    Best effort: a model torch.export cannot capture gives no names (the failure itself is still reported).
+    """
+    import torch
+
+    from edgeship.core.graph import node_module
+
+    try:
+        graph = torch.export.export(model, (example,)).graph
+    except Exception:  # the converter's failure is the news; not finding its module is not a second error
+        return ()
+    wanted = op.removeprefix("aten.")
+    found: list[str] = []
+    for node in graph.nodes:
+        target = str(node.target).removeprefix("aten.")
+        if node.op == "call_function" and (target == wanted or target.split(".")[0] == wanted.split(".")[0]):
+            name = node_module(node) or "(top level)"
+            if name not in found:
+                found.append(name)
+    return tuple(found)

@@ -1,0 +1,229 @@
+"""Layer-wise divergence: each runtime's intermediate tensors against the PyTorch reference's, matched to modules.
+
+The reference is the run's final PyTorch model as a ``torch.fx`` graph (the PT2E graph when quantized, else
+``torch.export`` of the model); every node's output is recorded. Each runtime exposes its own intermediates:
+ONNX gets extra graph outputs, TFLite's interpreter keeps every tensor (``experimental_preserve_all_tensors``),
+OpenVINO gets extra outputs. A runtime tensor is matched to the reference by name (the ONNX exporter keeps
+the graph's node names, OpenVINO keeps ONNX tensor names) or, for TFLite's names (``.../BasicBlock_1/
+Conv2d_conv1``), by the module path they spell and the shape. Where a quantized reference requantizes a
+module's output, the dequantized value (what an integer kernel holds) is the one compared. Per layer: SQNR and
+cosine; the first layer below ``min_sqnr_db`` is where that runtime starts to compute something else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeship.core.artifact import Artifact
+
+TFLITE_SCOPE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z][A-Za-z0-9]*_(.+)$")  # "torch.nn.modules.conv.Conv2d_conv1"
+
+
+@dataclass
+class RefTensor:
+    """One reference node's output: its graph name, module path, position and value (NCHW)."""
+
+    name: str
+    module: str
+    position: int
+    op: str
+    value: np.ndarray
+
+
+def reference_tensors(model: Any, x: np.ndarray) -> list[RefTensor]:
+    """Every tensor-valued node output of ``model`` (an fx GraphModule, else ``torch.export``-ed) on ``x``."""
+    import torch
+    from torch.fx import GraphModule, Interpreter
+
+    from edgeship.core.graph import node_module
+
+    inp = torch.from_numpy(np.ascontiguousarray(x))
+    # Decomposed as the ONNX exporter decomposes it, so node names match the artifact's tensor names
+    # ("_native_batch_norm_legit_no_training", "getitem"); a PT2E model already is such a graph.
+    gm = model if isinstance(model, GraphModule) else (
+        torch.export.export(model, (inp,)).run_decompositions().module())
+    values: dict[str, Any] = {}
+
+    class Recorder(Interpreter):
+        def run_node(self, n: Any) -> Any:
+            out = super().run_node(n)
+            if n.op == "call_function" and isinstance(out, torch.Tensor) and out.is_floating_point():
+                values[n.name] = out.detach().numpy().copy()
+            return out
+
+    with torch.no_grad():
+        Recorder(gm).run(inp)
+    tensors, position = [], 0
+    for node in gm.graph.nodes:
+        if node.name not in values:
+            continue
+        module = node_module(node) or _producer_module(node) or ""
+        tensors.append(RefTensor(node.name, module, position, _op(str(node.target)), values[node.name]))
+        position += 1
+    return tensors
+
+
+def _producer_module(node: Any) -> str | None:
+    """A quantize/dequantize node's module: the module whose output it requantizes."""
+    from edgeship.core.graph import node_module
+
+    seen = 0
+    while node is not None and seen < 4 and _op(str(node.target)).startswith(("quantize_per", "dequantize_per")):
+        node = node.args[0] if node.args and hasattr(node.args[0], "meta") else None
+        seen += 1
+        if node is not None and node_module(node):
+            return node_module(node)
+    return None
+
+
+def _op(target: str) -> str:
+    """``aten.conv2d.default`` -> ``conv2d``; a node name ``quantize_per_tensor_3`` -> ``quantize_per_tensor``."""
+    parts = target.split(".")
+    name = parts[-2] if len(parts) >= 3 else parts[-1]
+    return re.sub(r"_\d+$", "", name)
+
+
+def runtime_tensors(runtime: str, artifact: Artifact, x: np.ndarray, wanted: set[str],
+                    work_dir: Path) -> dict[str, np.ndarray]:
+    """Intermediate tensors of ``artifact`` on ``runtime`` (NCHW floats), by the runtime's tensor name."""
+    name = runtime.partition("@")[0]
+    if name == "onnxruntime":
+        return _onnx_tensors(artifact.path, x, wanted, work_dir)
+    if name == "litert":
+        return _tflite_tensors(artifact.path, x)
+    if name == "openvino":
+        return _openvino_tensors(artifact.path, x, wanted, runtime.endswith("@default"))
+    return {}
+
+
+def _onnx_tensors(path: Path, x: np.ndarray, wanted: set[str], work_dir: Path) -> dict[str, np.ndarray]:
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.load(str(path))
+    present = {o for n in proto.graph.node for o in n.output} & wanted
+    have = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in sorted(present - have))
+    debug = work_dir / "debug.onnx"
+    onnx.save(proto, str(debug))
+    try:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor as named
+        sess = ort.InferenceSession(str(debug), opts, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        per_sample = [dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x[i:i + 1]}), strict=True))
+                      for i in range(len(x))]
+    finally:
+        debug.unlink(missing_ok=True)
+    return {n: np.concatenate([s[n] for s in per_sample]).astype(np.float32) for n in names
+            if np.issubdtype(per_sample[0][n].dtype, np.floating)}
+
+
+def _tflite_tensors(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    details = [d for d in interp.get_tensor_details() if len(d["shape"]) and d["shape"][0] == inp["shape"][0]]
+    per_sample: list[dict[str, np.ndarray]] = []
+    for i in range(len(x)):
+        interp.set_tensor(inp["index"], x[i:i + 1].astype(inp["dtype"]))
+        interp.invoke()
+        got = {}
+        for d in details:
+            try:
+                v = interp.get_tensor(d["index"])
+            except ValueError:  # a tensor the interpreter did not keep
+                continue
+            scale, zero = d["quantization"]
+            v = (v.astype(np.float32) - zero) * scale if scale else v.astype(np.float32)
+            got[f"{d['index']}:{d['name']}"] = np.transpose(v, (0, 3, 1, 2)) if v.ndim == 4 else v
+        per_sample.append(got)
+    return {k: np.concatenate([s[k] for s in per_sample]) for k in per_sample[0]} if per_sample else {}
+
+
+def _openvino_tensors(path: Path, x: np.ndarray, wanted: set[str], default_precision: bool) -> dict[str, np.ndarray]:
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    outputs = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Parameter", "Result", "Constant"):
+            continue
+        for out in op.outputs():
+            # Tensor names OpenVINO kept from the ONNX graph or the exported program ("relu_1:0"), or
+            # TFLite scope names from a .tflite file.
+            names = {n.removesuffix(":0") for n in out.get_names()}
+            hit = names & wanted or {n for n in names if tflite_module(n)}
+            if hit:
+                outputs[sorted(hit)[0]] = out
+    if outputs:
+        model.add_outputs(list(outputs.values()))
+    config = {} if default_precision else {"INFERENCE_PRECISION_HINT": "f32"}
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    compiled_outputs = request.model_outputs
+    per_sample = []
+    for i in range(len(x)):
+        request.infer({0: x[i:i + 1]})
+        got = {}
+        for port in compiled_outputs:
+            hit = {n.removesuffix(":0") for n in port.get_names()} & set(outputs)
+            if hit:
+                got[sorted(hit)[0]] = np.array(request.get_tensor(port).data, dtype=np.float32, copy=True)
+        per_sample.append(got)
+    return {k: np.concatenate([s[k] for s in per_sample]) for k in per_sample[0]} if per_sample else {}
+
+
+def tflite_module(name: str) -> str | None:
+    """The module path a TFLite tensor name spells (its first scope): ``.../BasicBlock_1/Conv2d_conv1`` -> 1.conv1."""
+    first = name.split(":", 1)[-1].split(";")[0]
+    parts = first.split("/")[1:]  # the first component is the root module
+    attrs = [m.group(1) for m in (TFLITE_SCOPE.match(p) for p in parts) if m]
+    return ".".join(attrs) if attrs and len(attrs) == len(parts) else None
+
+
+def sqnr(ref: np.ndarray, out: np.ndarray) -> float:
+    """20 log10(‖ref‖ / ‖ref − out‖) in dB (capped at 200 when equal)."""
+    noise = float(np.linalg.norm((ref - out).ravel()))
+    signal = float(np.linalg.norm(ref.ravel()))
+    return 200.0 if noise == 0 else (-200.0 if signal == 0 else min(200.0, 20 * float(np.log10(signal / noise))))
+
+
+def cosine(ref: np.ndarray, out: np.ndarray) -> float:
+    """Cosine similarity of the flattened tensors (1 when both are zero)."""
+    a, b = ref.ravel().astype(np.float64), out.ravel().astype(np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return 1.0 if na == nb == 0 else (0.0 if na == 0 or nb == 0 else float(a @ b / (na * nb)))
+
+
+def divergence_table(refs: list[RefTensor], tensors: dict[str, np.ndarray], min_sqnr_db: float) -> dict[str, Any]:
+    """Per matched layer SQNR and cosine in reference order, and the first layer below ``min_sqnr_db``."""
+    # Quantize nodes hold integers in float clothing; their dequantize (attributed to the module it requantizes, see
+    # _producer_module) is what an integer runtime's tensor equals, and the best match below picks it.
+    by_name = {r.name: r for r in refs if _op(r.name) not in ("quantize_per_tensor", "quantize_per_channel")}
+    by_module: dict[str, list[RefTensor]] = {}
+    for r in by_name.values():
+        by_module.setdefault(r.module, []).append(r)
+    rows: dict[str, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        ref = by_name.get(key)
+        candidates = [ref] if ref is not None and ref.value.shape == value.shape else [
+            r for r in by_module.get(tflite_module(key) or "\0", []) if r.value.shape == value.shape]
+        if not candidates:
+            continue
+        best = max(candidates, key=lambda r: sqnr(r.value, value))
+        row = {"layer": best.module or best.name, "node": best.name, "op": best.op, "position": best.position,
+               "tensor": key.split(":", 1)[-1].split(";")[0][-120:], "sqnr_db": round(sqnr(best.value, value), 2),
+               "cosine": round(cosine(best.value, value), 6)}
+        if best.name not in rows or row["sqnr_db"] > rows[best.name]["sqnr_db"]:
+            rows[best.name] = row
+    ordered = sorted(rows.values(), key=lambda r: r["position"])
+    first = next((r for r in ordered if r["sqnr_db"] < min_sqnr_db), None)
+    return {"layers": ordered, "matched": len(ordered), "min_sqnr_db": min_sqnr_db, "first_divergent": first}
