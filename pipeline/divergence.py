@@ -120,8 +120,7 @@ def _onnx_tensors(path: Path, x: np.ndarray, wanted: set[str], work_dir: Path) -
                       for i in range(len(x))]
     finally:
         debug.unlink(missing_ok=True)
-    return {n: np.concatenate([s[n] for s in per_sample]).astype(np.float32) for n in names
-            if np.issubdtype(per_sample[0][n].dtype, np.floating)}
+    return _stacked([{n: v for n, v in s.items() if np.issubdtype(v.dtype, np.floating)} for s in per_sample])
 
 
 def _tflite_tensors(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -145,7 +144,7 @@ def _tflite_tensors(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
             v = (v.astype(np.float32) - zero) * scale if scale else v.astype(np.float32)
             got[f"{d['index']}:{d['name']}"] = np.transpose(v, (0, 3, 1, 2)) if v.ndim == 4 else v
         per_sample.append(got)
-    return {k: np.concatenate([s[k] for s in per_sample]) for k in per_sample[0]} if per_sample else {}
+    return _stacked(per_sample)
 
 
 def _openvino_tensors(path: Path, x: np.ndarray, wanted: set[str], default_precision: bool) -> dict[str, np.ndarray]:
@@ -178,7 +177,14 @@ def _openvino_tensors(path: Path, x: np.ndarray, wanted: set[str], default_preci
             if hit:
                 got[sorted(hit)[0]] = np.array(request.get_tensor(port).data, dtype=np.float32, copy=True)
         per_sample.append(got)
-    return {k: np.concatenate([s[k] for s in per_sample]) for k in per_sample[0]} if per_sample else {}
+    return _stacked(per_sample)
+
+
+def _stacked(per_sample: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One float32 array per tensor name from the per-sample dicts (runtimes here run one sample at a time)."""
+    if not per_sample:
+        return {}
+    return {k: np.concatenate([s[k] for s in per_sample]).astype(np.float32) for k in per_sample[0]}
 
 
 def tflite_module(name: str) -> str | None:
@@ -190,10 +196,11 @@ def tflite_module(name: str) -> str | None:
 
 
 def sqnr(ref: np.ndarray, out: np.ndarray) -> float:
-    """20 log10(‖ref‖ / ‖ref − out‖) in dB (capped at 200 when equal)."""
-    noise = float(np.linalg.norm((ref - out).ravel()))
-    signal = float(np.linalg.norm(ref.ravel()))
-    return 200.0 if noise == 0 else (-200.0 if signal == 0 else min(200.0, 20 * float(np.log10(signal / noise))))
+    """``edgeship.metrics.sqnr_db`` bounded to ±200 dB (200 when equal), so a table row always has a number."""
+    from edgeship.metrics import sqnr_db
+
+    value = sqnr_db(out, ref)
+    return 200.0 if value is None else max(-200.0, min(200.0, value))
 
 
 def cosine(ref: np.ndarray, out: np.ndarray) -> float:
