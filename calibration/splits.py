@@ -41,6 +41,21 @@ class Splits:
     calibration: Dataset
     validation: Dataset
     notes: list[str]
+    control: Dataset | None = None  # data.control_samples rows no other split (not even train) holds
+    uncalibrated: np.ndarray | None = None  # indices into ``train`` of rows calibration did not use
+
+    def held_out_rows(self, limit: int) -> tuple[Dataset, bool]:
+        """Up to ``limit`` rows accuracy control measures on, never the validation split, and whether train has them.
+
+        The control split when there is one; else train rows calibration did not use, which a ``train`` stage
+        has fitted (agreement there is optimistic: confident rows rarely flip).
+        """
+        if self.control is not None and len(self.control):
+            return Dataset(self.control.x[:limit], None if self.control.y is None else self.control.y[:limit],
+                           self.control.origin), False
+        idx = np.arange(0) if self.uncalibrated is None else self.uncalibrated[:limit]
+        y = self.train.y[idx] if self.train.y is not None else None
+        return Dataset(x=self.train.x[idx], y=y, origin=f"{self.train.origin}, not used by calibration"), True
 
 
 def _take(raw: RawData, idx: np.ndarray, sample_shape: Sequence[int], mean: Sequence[float],
@@ -52,8 +67,11 @@ def _take(raw: RawData, idx: np.ndarray, sample_shape: Sequence[int], mean: Sequ
 
 def make_splits(calibration_source: str, validation_source: str, calibration_samples: int,
                 validation_samples: int, seed: int, sample_shape: Sequence[int], mean: Sequence[float],
-                std: Sequence[float], allow_fewer: bool = False) -> Splits:
+                std: Sequence[float], allow_fewer: bool = False, control_samples: int = 0) -> Splits:
     """Load sources and cut seeded splits; validation never overlaps calibration/training data.
+
+    ``control_samples`` rows of the calibration source go to a control split that neither training nor
+    calibration sees (accuracy control measures there; the other splits are unchanged but for train).
 
     When both splits name the same source, the validation split is held out first (``validation_samples``
     of a seeded permutation) and calibration/training draw only from the rest. Asking for more samples
@@ -78,6 +96,11 @@ def make_splits(calibration_source: str, validation_source: str, calibration_sam
         raise DataError(f"calibration source {calibration_source!r} has no samples left after holding out "
                         f"{n_val} for validation; lower data.validation.samples")
     cal_perm = rng.permutation(pool)
+    # Control rows come off the end of the permutation: the calibration rows (its start) stay the same.
+    n_control = min(control_samples, max(len(cal_perm) - 1, 0))
+    control_idx, cal_perm = cal_perm[len(cal_perm) - n_control:], cal_perm[:len(cal_perm) - n_control]
+    if n_control < control_samples:
+        notes.append(f"control: asked for {control_samples} samples, source has {n_control} available")
     n_cal = min(calibration_samples, len(cal_perm))
     if n_cal < calibration_samples:
         notes.append(f"calibration: asked for {calibration_samples} samples, source has {n_cal} available")
@@ -86,9 +109,12 @@ def make_splits(calibration_source: str, validation_source: str, calibration_sam
                         "data.allow_fewer_samples: true to run on what there is)")
     for n in notes:
         warnings.warn(n, stacklevel=2)
+    train_idx = np.sort(cal_perm)
     return Splits(
-        train=_take(cal_raw, np.sort(cal_perm), shape, mean, std, "train"),
+        train=_take(cal_raw, train_idx, shape, mean, std, "train"),
         calibration=_take(cal_raw, np.sort(cal_perm[:n_cal]), shape, mean, std, "calibration"),
         validation=_take(val_raw, val_idx, shape, mean, std, "validation"),
         notes=notes,
+        control=_take(cal_raw, np.sort(control_idx), shape, mean, std, "control") if n_control else None,
+        uncalibrated=np.flatnonzero(~np.isin(train_idx, cal_perm[:n_cal])),
     )

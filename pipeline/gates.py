@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgeship.metrics import allowed_count
 from edgeship.recipe import GateConfig
 
 
@@ -23,33 +24,91 @@ class GateResult:
         return asdict(self)
 
 
-def evaluate_gates(metrics: dict[str, Any], health: dict[str, Any], cfg: GateConfig) -> list[GateResult]:
-    """Apply ``cfg`` to one target's ``metrics``; ``health`` is the reference's ``reference_health``.
+# Per-precision defaults of the "auto" gates, by the narrowest weight width of the model (measured; the figures are
+# in docs/stages/quantize.md, "Gates on quantized artifacts").
+FLOAT_AGREEMENT_AUTO = ((8, 0.99), (3, 0.98), (2, 0.95))  # (weight bits at least, agreement with the float model)
+COSINE_AUTO = ((8, 0.995), (3, 0.99), (2, 0.98))  # (weight bits at least, logit cosine with the PT2E model)
 
-    A degenerate reference (tied or constant logits) fails its own gate and makes the top-1 gate fail as
-    meaningless rather than letting an agreement of 1.0 pass silently.
+
+def _by_bits(table: tuple[tuple[int, float], ...], bits: int) -> float:
+    return next(value for at_least, value in table if bits >= at_least)
+
+
+def resolve_gates(cfg: GateConfig, weight_bits: int | None) -> GateConfig:
+    """``cfg`` with every ``auto`` threshold replaced by its default for ``weight_bits`` (the narrowest layer)."""
+    bits = 8 if weight_bits is None else weight_bits
+    updates: dict[str, Any] = {}
+    if cfg.float_agreement_min == "auto":
+        updates["float_agreement_min"] = _by_bits(FLOAT_AGREEMENT_AUTO, bits) if weight_bits is not None else None
+    if cfg.cosine_min == "auto":
+        updates["cosine_min"] = _by_bits(COSINE_AUTO, bits)
+    return cfg.model_copy(update=updates)
+
+
+def degenerate_reason(health: dict[str, Any], cfg: GateConfig) -> str | None:
+    """Why top-1 agreement against this reference means nothing, or None when it means something.
+
+    Quantized runs judge the *float* model's ties (``health["float"]``): on an 8-bit grid close logits tie exactly
+    and a runtime may pick either (``top1_agreement_within_step`` accepts both), which is quantization, not a
+    broken model; a float model with constant or tied logits is broken whatever its quantized twin looks like.
     """
-    results = []
-    degenerate = health["tied_fraction"] > cfg.degenerate_reference_max or health["constant"]
-    why = (f"reference logits are tied on {health['tied_fraction']:.1%} of samples"
-           + (" and constant across samples" if health["constant"] else "")
-           + " (e.g. a zero-initialised classifier head or untrained weights): top-1 agreement is meaningless; "
-             "load trained weights or re-initialise the head")
-    results.append(GateResult(
-        "reference_not_degenerate", health["tied_fraction"], cfg.degenerate_reference_max, not degenerate,
-        why if degenerate else f"reference top-1 tied on {health['tied_fraction']:.1%} of samples"))
+    reasons = []
+    for who, h in (("reference", health), ("float model", health.get("float"))):
+        if h is None:
+            continue
+        ties = h["tied_count"] if who == "float model" or "float" not in health else 0
+        if ties > max(1, allowed_count(cfg.degenerate_reference_max, h["samples"])):
+            reasons.append(f"{who} logits are tied on {ties} of {h['samples']} samples")
+        if h["constant"]:
+            reasons.append(f"{who} logits are constant across samples")
+    if not reasons:
+        return None
+    return ("; ".join(reasons) + " (e.g. a zero-initialised classifier head or untrained weights): top-1 agreement "
+            "is meaningless; load trained weights or re-initialise the head")
 
-    agree = metrics["top1_agreement"]
-    ok = agree >= cfg.top1_agreement_min and not degenerate
-    if degenerate:
-        detail = f"top-1 agreement {agree:.4f} not accepted: {why}"
-    elif ok:
-        detail = f"top-1 agreement {agree:.4f} >= {cfg.top1_agreement_min}"
-    else:
-        flips = round((1 - agree) * metrics["samples"])
-        detail = (f"top-1 agreement {agree:.4f} < {cfg.top1_agreement_min} "
-                  f"({flips} of {metrics['samples']} labels differ; short by {cfg.top1_agreement_min - agree:.4f})")
-    results.append(GateResult("top1_agreement_min", agree, cfg.top1_agreement_min, ok, detail))
+
+def _count_gate(gate: str, agree: float, differ: int, n: int, minimum: float, what: str) -> GateResult:
+    """A label-agreement gate applied as a count: at most floor((1 - minimum) * n) differing labels."""
+    allowed = allowed_count(1 - minimum, n)
+    ok = differ <= allowed
+    detail = (f"{what} {agree:.4f}: {differ} of {n} labels differ, {allowed} allowed by {minimum}"
+              + ("" if ok else f" ({differ - allowed} too many)"))
+    if allowed == 0 and minimum < 1:
+        detail += f"; {n} samples cannot resolve {minimum} (no label may differ), {int(1 / (1 - minimum)) + 1}+ can"
+    return GateResult(gate, agree, minimum, ok, detail)
+
+
+def evaluate_gates(metrics: dict[str, Any], health: dict[str, Any], cfg: GateConfig,
+                   vs_float: dict[str, Any] | None = None) -> list[GateResult]:
+    """Apply resolved ``cfg`` to one target's ``metrics``; ``health``: the reference's ``reference_health``.
+
+    ``vs_float``: the same artifact compared with the float model (quantized runs). A degenerate reference fails
+    its own gate and makes the agreement gates fail as meaningless rather than letting 1.0 pass silently.
+    """
+    n = metrics["samples"]
+    why = degenerate_reason(health, cfg)
+    results = [GateResult("reference_not_degenerate", health["tied_fraction"], cfg.degenerate_reference_max,
+                          why is None, why or f"reference top-1 tied on {health['tied_count']} of {n} samples")]
+
+    within = "top1_agreement_within_step" in metrics
+    agree = metrics["top1_agreement_within_step" if within else "top1_agreement"]
+    differ = metrics["differing_labels_within_step" if within else "differing_labels"]
+    gate = _count_gate("top1_agreement_min", agree, differ, n, cfg.top1_agreement_min,
+                       "top-1 agreement (labels within one output step count)" if within else "top-1 agreement")
+    results.append(_refused(gate, why))
+
+    if vs_float is not None and isinstance(cfg.float_agreement_min, float | int):
+        gate = _count_gate("float_agreement_min", vs_float["top1_agreement"], vs_float["differing_labels"], n,
+                           cfg.float_agreement_min, "top-1 agreement with the float model")
+        results.append(_refused(gate, why))
+
+    if isinstance(cfg.cosine_min, float | int):
+        cos = metrics["cosine"]
+        ok = cos >= cfg.cosine_min
+        results.append(GateResult("cosine_min", cos, cfg.cosine_min, ok,
+                                  f"logit cosine {cos:.6f} {'>=' if ok else '<'} {cfg.cosine_min}"
+                                  + ("" if ok else f" (SQNR {metrics['sqnr_db']:.1f} dB)"
+                                     if metrics["sqnr_db"] is not None else "")))
 
     rel = metrics["rel_max_err"]
     if cfg.rel_max_err_max is not None:
@@ -67,3 +126,10 @@ def evaluate_gates(metrics: dict[str, Any], health: dict[str, Any], cfg: GateCon
         f"{nf} NaN/Inf values in the output" + ("" if ok else f" (allowed {cfg.non_finite_max})")
         + (f"; the reference has {metrics['non_finite_reference']} too" if metrics["non_finite_reference"] else "")))
     return results
+
+
+def _refused(gate: GateResult, why: str | None) -> GateResult:
+    """An agreement gate against a degenerate reference fails whatever its value."""
+    if why is None:
+        return gate
+    return GateResult(gate.gate, gate.value, gate.threshold, False, f"{gate.detail}; not accepted: {why}")

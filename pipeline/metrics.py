@@ -63,29 +63,56 @@ def sqnr_db(out: np.ndarray, ref: np.ndarray) -> float | None:
     return 20.0 * float(np.log10(signal / noise))
 
 
-def reference_health(ref: np.ndarray) -> dict[str, Any]:
+def allowed_count(fraction: float, n: int) -> int:
+    """How many of ``n`` samples a fractional threshold lets through: ``floor(fraction * n)``.
+
+    Gates compare counts, not rounded fractions, and a report can say "1 of 32 allowed" where a fraction would hide
+    that 32 samples cannot resolve a 0.995 threshold at all.
+    """
+    return int(fraction * n + 1e-9)
+
+
+def top_within(ref: np.ndarray, step: float) -> np.ndarray:
+    """Per sample, the classes whose reference logit is within ``step`` of the top one (a boolean mask)."""
+    return ref >= ref.max(axis=1, keepdims=True) - step
+
+
+def reference_health(ref: np.ndarray, step: float = 0.0) -> dict[str, Any]:
     """How much top-1 agreement can mean against this reference.
 
-    ``tied_fraction``: samples whose top-2 logits are within ``TIE_TOLERANCE`` of the logit scale
+    ``tied_fraction`` / ``tied_count``: samples whose top-2 logits are within ``TIE_TOLERANCE`` of the logit scale
     (argmax is then decided by float noise). ``constant``: the logits barely vary across samples.
-    ``single_class``: every sample gets the same label (agreement is weak evidence).
+    ``single_class``: every sample gets the same label (agreement is weak evidence). With ``step`` (a quantized
+    reference's output quantization step) ``within_step_count``: samples whose top-2 logits are within one step, so
+    a runtime rounding one level differently may pick either label.
     """
     scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-12)
     top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.zeros((len(ref), 2))
-    tied = (top2[:, 1] - top2[:, 0]) <= TIE_TOLERANCE * scale
+    margin = top2[:, 1] - top2[:, 0]
+    tied = margin <= TIE_TOLERANCE * scale
     spread = float(ref.std(axis=0).max()) if len(ref) > 1 else 0.0
     labels = ref.argmax(1)
-    return {
+    health = {
+        "samples": int(len(ref)),
         "tied_fraction": float(tied.mean()) if len(ref) else 0.0,
+        "tied_count": int(tied.sum()),
         "constant": bool(len(ref) > 1 and spread <= TIE_TOLERANCE * scale),
         "single_class": bool(len(ref) > 1 and np.all(labels == labels[0])),
         "logit_scale": scale,
         "predicted_classes": int(len(np.unique(labels))),
     }
+    if step > 0:
+        health.update({"output_step": step, "within_step_count": int((margin <= step * (1 + 1e-6)).sum())})
+    return health
 
 
-def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None = None) -> dict[str, Any]:
-    """Every validation metric of ``out`` against ``ref`` (and the labels when there are any)."""
+def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None = None, step: float = 0.0) -> dict[str, Any]:
+    """Every validation metric of ``out`` against ``ref`` (and the labels when there are any).
+
+    ``step``: the reference's output quantization step (quantized runs). ``top1_agreement_within_step`` then
+    counts a sample as agreeing when the artifact's label is one the reference ranks within one step of its top
+    logit: two logits one integer level apart are a rounding decision, not a different model.
+    """
     if out.shape != ref.shape:
         msg = f"artifact output shape {out.shape} differs from the reference's {ref.shape}"
         raise ValueError(msg)
@@ -108,6 +135,11 @@ def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None = None) 
         "per_class_flip_rate": per_class_flip_rate(safe, ref),
     }
     m["mismatch"] = 1.0 - m["top1_agreement"]
+    m["differing_labels"] = int(np.sum(safe.argmax(1) != ref.argmax(1)))
+    if step > 0:
+        near = top_within(ref, step * (1 + 1e-6))[np.arange(len(ref)), safe.argmax(1)]
+        m.update({"output_step": step, "top1_agreement_within_step": float(near.mean()) if len(ref) else 1.0,
+                  "differing_labels_within_step": int((~near).sum())})
     if labels is not None:
         m["accuracy"] = float(np.mean(safe.argmax(1) == labels))
         m["reference_accuracy"] = float(np.mean(ref.argmax(1) == labels))

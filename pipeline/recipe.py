@@ -92,6 +92,10 @@ class DataConfig(Strict):
     batch_size: int = Field(default=64, gt=0, description="batch size for reference inference")
     calibration: SplitConfig = SplitConfig(samples=256)
     validation: SplitConfig = SplitConfig(samples=360)
+    control_samples: int = Field(default=0, ge=0, description="rows of the calibration source kept from training, "
+                                                              "calibration and validation: quantize.accuracy_control "
+                                                              "measures on them (0: train rows calibration did not "
+                                                              "use, optimistic after a train stage)")
     allow_fewer_samples: bool = Field(default=False, description="run on fewer samples than a split asks for "
                                                                  "when the source has fewer (a note), instead of "
                                                                  "an error")
@@ -123,17 +127,43 @@ def default_runtimes() -> dict[str, list[str]]:
     return {name: list(fmt.runtimes) for name, fmt in FORMATS.items()}
 
 
-class GateConfig(Strict):
-    """Ship/no-ship thresholds applied to every artifact x runtime (defaults suit fp32 exports)."""
+AUTO = Literal["auto"]
 
-    top1_agreement_min: float = Field(default=0.999, ge=0, le=1)
+
+class GateConfig(Strict):
+    """Ship/no-ship thresholds applied to every artifact x runtime (defaults suit fp32 exports).
+
+    Fractions are applied as counts: 0.995 on 360 samples allows 1 differing label (``floor(0.005 * 360)``).
+    """
+
+    top1_agreement_min: float = Field(default=0.999, ge=0, le=1,
+                                      description="agreement with the reference (the PT2E model when quantized; "
+                                                  "there a label within one output step of the top counts)")
+    float_agreement_min: float | AUTO | None = Field(
+        default=None, description="quantized runs: top-1 agreement with the float model, the one the user validated "
+                                  "(auto: by the narrowest weight width, docs/stages/quantize.md; null: not gated)")
+    cosine_min: float | AUTO | None = Field(
+        default=None, description="mean per-sample cosine of the logits with the reference (auto: by the narrowest "
+                                  "weight width; null: not gated)")
     rel_max_err_max: float | None = Field(default=1e-3, ge=0,
                                           description="max|artifact - ref| / max|ref| (null: not gated)")
     non_finite_max: int = Field(default=0, ge=0, description="NaN/Inf values allowed in the artifact output")
     degenerate_reference_max: float = Field(
         default=0.01, ge=0, le=1,
         description="fraction of samples whose reference top-1 is tied (e.g. a zero-initialised head) "
-                    "above which top-1 agreement is meaningless and the run fails")
+                    "above which top-1 agreement is meaningless and the run fails (at least 2 samples)")
+
+    @field_validator("float_agreement_min", "cosine_min")
+    @classmethod
+    def _fraction(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, float | int) and not 0 <= v <= 1:
+            msg = f"expected a fraction in [0, 1], 'auto' or null; got {v}"
+            raise ValueError(msg)
+        return v
+
+
+QUANTIZED_GATES = GateConfig(top1_agreement_min=0.995, rel_max_err_max=None, float_agreement_min="auto",
+                             cosine_min="auto")
 
 
 class ValidateConfig(Strict):
@@ -142,9 +172,10 @@ class ValidateConfig(Strict):
     enabled: bool = True
     gates: GateConfig = Field(default=GateConfig(), description="gates for fp32 exports")
     quantized_gates: GateConfig = Field(
-        default=GateConfig(top1_agreement_min=0.995, rel_max_err_max=None),
-        description="gates when the model is quantized (reference: the PT2E model); integer kernels round "
-                    "differently from PT2E's float simulation, so the relative error is reported, not gated")
+        default=QUANTIZED_GATES,
+        description="gates when the model is quantized (reference: the PT2E model, and the float model for "
+                    "float_agreement_min); integer kernels round differently from PT2E's float simulation, so the "
+                    "error is gated as a cosine and the relative error is reported, not gated")
     cross_check: bool = Field(
         default=True, description="also run each artifact on every other registered runtime that reads it (reported, "
                                   "not gated or timed): the cross-runtime matrix names a runtime or a conversion "
@@ -157,6 +188,12 @@ class ValidateConfig(Strict):
         default_factory=default_runtimes,
         description="the runtimes that validate and time each format: name or name@variant (e.g. openvino@default, "
                     "reported but not gated); a runtime may read several formats (openvino reads onnx and tflite)")
+
+    @field_validator("quantized_gates", mode="before")
+    @classmethod
+    def _over_quantized_defaults(cls, v: Any) -> Any:
+        # A recipe naming one quantized gate changes that gate; the others keep the quantized defaults, not the fp32.
+        return {**QUANTIZED_GATES.model_dump(), **v} if isinstance(v, dict) else v
 
     @field_validator("runtimes")
     @classmethod

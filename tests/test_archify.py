@@ -221,6 +221,9 @@ def archify_recipe(tmp, **archify: object) -> dict:
 def test_short_archify_run_ends_with_zero_violations_on_every_level(tmp_path):
     recipe = archify_recipe(tmp_path, distill={"stem_epochs": 1, "period_epochs": 1, "final_epochs": 2},
                             quantize={"weight_bits": 4, "act_bits": 8, "epochs": 2})
+    # Two QAT epochs: this test is about the violations and the lowering, not about how close 2 epochs get to the
+    # float student (the gate on that is tested in test_quant_integration).
+    recipe["validate"] = {"quantized_gates": {"float_agreement_min": None}}
     assert main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")]) == 0
     report = load_report(tmp_path / "run")
     assert report["check"]["passed"] and set(report["check"]["ops_seen"]) == {"pytorch", "onnx", "tflite",

@@ -70,6 +70,10 @@ def test_one_runtime_that_disagrees_with_the_others_is_named(tmp_path, monkeypat
     i, j = x["executions"].index("litert"), x["executions"].index("openvino(tflite)")
     assert x["differing_samples"][i][j] == x["findings"][0]["differing_samples"] > 0
     assert result.results["openvino(tflite)"]["status"] == "info"
+    # The failing row itself says it is the odd one out, not that the reference is bad.
+    assert result.results["litert"]["status"] == "fail"
+    assert result.results["litert"]["cross_runtime_finding"] == x["findings"][0]["detail"]
+    assert "cross_runtime_finding" not in result.results["onnxruntime"]
 
 
 @pytest.mark.parametrize("shifted", [None, "b"])

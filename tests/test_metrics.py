@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from edgeship.gates import evaluate_gates
+from edgeship.gates import evaluate_gates, resolve_gates
 from edgeship.metrics import (
+    allowed_count,
     compare,
     cosine,
     mismatch_when_reference_correct,
@@ -114,3 +115,107 @@ def test_gate_detail_says_by_how_much():
     assert "2 of 4 labels differ" in g["top1_agreement_min"].detail
     assert math.isclose(g["rel_max_err_max"].value, 0.4)
     assert "x over" in g["rel_max_err_max"].detail
+
+
+# -- quantized references: ties on the output grid, the float model's health, counts, cosine ---------------------
+STEP = 0.25
+
+
+def grid_logits(n: int = 40, seed: int = 0) -> np.ndarray:
+    """Quantized-looking logits (multiples of STEP) with a clear winner per sample."""
+    rng = np.random.default_rng(seed)
+    ref = np.round(rng.normal(size=(n, 10)) / STEP) * STEP
+    ref[np.arange(n), rng.integers(0, 10, n)] += 4.0
+    return ref.astype(np.float32)
+
+
+def quantized_gates(**kw: object) -> GateConfig:
+    return resolve_gates(GateConfig(top1_agreement_min=0.995, rel_max_err_max=None, float_agreement_min="auto",
+                                    cosine_min="auto", **kw), weight_bits=8)
+
+
+def test_a_label_one_output_step_away_is_a_rounding_not_a_disagreement():
+    ref = grid_logits()
+    out = ref.copy()
+    top = ref.argmax(1)
+    ref[0, (top[0] + 1) % 10] = ref[0, top[0]]  # an exact tie on the grid: index order picks the label
+    out[0] = ref[0]
+    out[0, (top[0] + 1) % 10] += STEP  # the runtime rounds one level up: the other tied class wins
+    health = {**reference_health(ref, STEP), "float": reference_health(ref + 0.01)}
+    m = compare(out, ref, step=STEP)
+    assert m["differing_labels"] == 1 and m["differing_labels_within_step"] == 0
+    gates = {g.gate: g for g in evaluate_gates(m, health, quantized_gates(), compare(out, ref))}
+    assert gates["top1_agreement_min"].passed and gates["reference_not_degenerate"].passed
+    # Two steps away is a different label: the same gate fails.
+    out2 = ref.copy()
+    out2[1, (top[1] + 1) % 10] = ref[1, top[1]] + 2 * STEP
+    m2 = compare(out2, ref, step=STEP)
+    assert m2["differing_labels_within_step"] == 1
+    assert not {g.gate: g for g in evaluate_gates(m2, health, quantized_gates())}["top1_agreement_min"].passed
+
+
+def test_a_float_model_with_constant_logits_fails_a_quantized_run_whose_logits_look_varied():
+    ref = grid_logits()  # quantization noise made the PT2E logits vary
+    flat = np.tile(np.linspace(0, 1, 10, dtype=np.float32), (len(ref), 1))
+    health = {**reference_health(ref, STEP), "float": reference_health(flat)}
+    gates = {g.gate: g for g in evaluate_gates(compare(ref, ref, step=STEP), health, quantized_gates(),
+                                               compare(ref, flat))}
+    assert not gates["reference_not_degenerate"].passed
+    assert "float model logits are constant" in gates["reference_not_degenerate"].detail
+    assert not gates["top1_agreement_min"].passed  # agreement with a degenerate reference is not accepted
+    healthy = {**reference_health(ref, STEP), "float": reference_health(ref + 0.01)}
+    assert {g.gate: g for g in evaluate_gates(compare(ref, ref, step=STEP), healthy,
+                                              quantized_gates())}["reference_not_degenerate"].passed
+
+
+def test_the_float_agreement_gate_fails_a_faithful_lowering_of_a_bad_quantization():
+    ref = grid_logits()
+    float_ref = ref.copy()
+    float_ref[:2] = np.roll(float_ref[:2], 1, axis=1)  # quantization changed 2 of 40 labels (0.95 < 0.99)
+    health = {**reference_health(ref, STEP), "float": reference_health(float_ref)}
+    gates = {g.gate: g for g in evaluate_gates(compare(ref, ref, step=STEP), health, quantized_gates(),
+                                               compare(ref, float_ref))}
+    assert gates["top1_agreement_min"].passed  # the artifact is faithful to its PT2E model ...
+    assert not gates["float_agreement_min"].passed  # ... which is not faithful to the float model
+    assert "2 of 40 labels differ, 0 allowed by 0.99" in gates["float_agreement_min"].detail
+
+
+def test_the_cosine_gate_catches_logits_far_off_with_the_same_labels():
+    ref = grid_logits()
+    out = ref.copy()
+    low = out < out.max(1, keepdims=True)
+    out[low] = -10 * np.abs(out[low]) - 10  # every label kept, the logits wrong (relative error > 1)
+    gates = {g.gate: g for g in evaluate_gates(compare(out, ref, step=STEP), reference_health(ref, STEP),
+                                               quantized_gates())}
+    assert gates["top1_agreement_min"].passed and not gates["cosine_min"].passed
+
+
+def test_thresholds_are_counts_and_a_single_tie_does_not_make_a_small_reference_degenerate():
+    ref = grid_logits(32)
+    ref[0, :2] = 9.0  # one exact float tie in 32 samples (3%)
+    gates = {g.gate: g for g in evaluate_gates(compare(ref, ref), reference_health(ref), GateConfig())}
+    assert gates["reference_not_degenerate"].passed
+    assert "32 samples cannot resolve 0.999" in gates["top1_agreement_min"].detail
+    ref[1, :2] = 9.0  # a second one: no longer chance
+    assert not {g.gate: g for g in evaluate_gates(compare(ref, ref), reference_health(ref),
+                                                  GateConfig())}["reference_not_degenerate"].passed
+    assert allowed_count(0.005, 360) == 1 and allowed_count(0.005, 199) == 0
+
+
+def test_auto_gates_resolve_by_the_narrowest_weight_width():
+    cfg = GateConfig(float_agreement_min="auto", cosine_min="auto")
+    assert resolve_gates(cfg, 8).float_agreement_min == 0.99
+    assert resolve_gates(cfg, 4).float_agreement_min == 0.98
+    assert resolve_gates(cfg, 2).float_agreement_min == 0.95
+    assert resolve_gates(cfg, None).float_agreement_min is None  # fp32: there is no float twin to compare with
+    assert resolve_gates(cfg, 2).cosine_min < resolve_gates(cfg, 8).cosine_min
+    with pytest.raises(ValueError, match="fraction"):
+        GateConfig(float_agreement_min=1.5)
+
+
+def test_a_recipe_naming_one_quantized_gate_keeps_the_other_quantized_defaults():
+    from edgeship.recipe import ValidateConfig
+
+    q = ValidateConfig(quantized_gates={"float_agreement_min": None}).quantized_gates
+    assert q.float_agreement_min is None
+    assert (q.top1_agreement_min, q.rel_max_err_max, q.cosine_min) == (0.995, None, "auto")  # not the fp32 gates'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +304,77 @@ def test_batch_norms_without_a_conv_quantize_as_depthwise_convs(tmp_path):
     assert load_report(tmp_path / "run")["stages"][1]["metrics"]["batch_norms_as_depthwise"] == ["3"]
     ops = {u.op for u in artifact_ops(tmp_path / "run" / "artifacts" / "model.tflite")}
     assert "DEPTHWISE_CONV_2D" in ops and not ops & {"SUB", "MUL", "ADD"}, ops
+
+
+def test_a_faithful_lowering_of_a_bad_quantization_fails_on_agreement_with_the_float_model(tmp_path):
+    # Plain W2 PTQ of every layer: the artifacts compute exactly what the PT2E model does, and that is not what the
+    # float model the user validated does. Before the float-agreement gate this run passed.
+    recipe = quant_recipe(tmp_path, weight_bits=2, keep_first_last_8bit=False)
+    recipe["export"] = {"formats": ["onnx"]}
+    code = main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")])
+    assert code == 4
+    row = next(r for r in load_report(tmp_path / "run")["results"] if r["runtime"] == "onnxruntime")
+    gates = {g["gate"]: g for g in row["gates"]}
+    assert gates["top1_agreement_min"]["passed"], gates["top1_agreement_min"]["detail"]
+    assert not gates["float_agreement_min"]["passed"]
+    assert gates["float_agreement_min"]["threshold"] == 0.95  # the auto default for 2-bit weights
+    assert load_report(tmp_path / "run")["gate_config"]["float_agreement_min"] == 0.95
+
+
+def test_accuracy_control_falls_back_the_most_sensitive_layers_on_control_rows(tmp_path):
+    recipe = quant_recipe(tmp_path, weight_bits=3, keep_first_last_8bit=False,
+                          accuracy_control={"max_drop": 0.005, "max_fallback_layers": 2})
+    recipe["data"]["control_samples"] = 200
+    recipe["export"] = {"formats": ["onnx"]}
+    main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")])
+    report = load_report(tmp_path / "run")
+    quant = next(s for s in report["stages"] if s["type"] == "quantize")["metrics"]
+    control = quant["accuracy_control"]
+    assert control["held_out_rows"] == 200 and "[control: 200 samples]" in control["rows"]
+    assert control["baseline_agreement"] < control["target_agreement"]  # plain W3 PTQ misses the target ...
+    assert 1 <= len(control["fallback"]) <= 2  # ... so the most sensitive layers went back to 8 bits
+    assert control["fallback"][0]["layer"] == control["sensitivity"][0]["layer"]
+    assert all(f["change"] == "W3A8 -> W8A8" for f in control["fallback"])
+    assert control["fallback"][-1]["agreement"] > control["baseline_agreement"]
+    bits = {b["name"]: b for b in quant["bits"]}
+    assert all(bits[f["layer"]]["weight_bits"] == 8 for f in control["fallback"])
+    # The decision is saved: a resumed run rebuilds the same quantizer.
+    saved = json.loads((tmp_path / "run" / "stages" / "02-quantize" / "accuracy_control.json").read_text())
+    assert {b["name"] for b in saved["bits"] if b["reason"] == "accuracy control"} == {
+        f["layer"] for f in control["fallback"]}
+
+
+def test_accuracy_control_moves_an_8_bit_layer_to_float_and_needs_ptq():
+    from edgeship.quant.accuracy import Plan
+    from edgeship.quant.bits import LayerBits
+    from edgeship.quant.config import QuantizeConfig
+
+    plan = Plan([LayerBits("conv", "Conv2d", 8, 8, "global"), LayerBits("fc", "Linear", 4, 8, "global")])
+    after = plan.fall_back("conv").fall_back("fc")
+    assert after.float_layers == {"conv"} and after.change("conv", plan) == "W8A8 -> float"
+    assert after.change("fc", plan) == "W4A8 -> W8A8"
+    with pytest.raises(ValueError, match="applies to mode: ptq"):
+        QuantizeConfig(mode="qat", accuracy_control={})
+
+
+def test_a_float_layer_is_left_unquantized_and_its_neighbours_stay_integer():
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from edgeship.core.graph import node_module
+    from edgeship.quant.bits import resolve_bits
+    from edgeship.quant.config import QuantizeConfig
+    from edgeship.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish
+    from edgeship.zoo import digits_cnn
+
+    model, cfg = digits_cnn().eval(), QuantizeConfig()
+    x = np.random.default_rng(0).random((8, 1, 16, 16), dtype=np.float32)
+    table, _ = resolve_bits(model, cfg)
+    prepared = prepare_pt2e(dynamic_batch_export(model, torch.from_numpy(x[:2])),
+                            build_quantizer(cfg, table, frozenset({"3"})))
+    calibrate(prepared, x)
+    converted = finish(prepared)
+    dq = {"dequantize_per_channel", "dequantize_per_tensor"}
+    weight_is_quantized = {node_module(n): any(k in str(n.args[1].target) for k in dq)
+                           for n in converted.graph.nodes if str(n.target) == "aten.conv2d.default"}
+    assert weight_is_quantized == {"0": True, "3": False, "6": True}

@@ -90,3 +90,20 @@ def load_exported_program(path: str | Path) -> Any:
     except Exception as e:
         raise CheckpointError(f"{path}: not a loadable torch.export program ({type(e).__name__}: "
                               f"{plain(str(e), 1)})") from None
+
+
+def output_step(model: Any) -> float:
+    """The quantization step of a converted PT2E graph's (first) output: its logits lie on this grid; 0 if none."""
+    import torch
+
+    if not isinstance(model, torch.fx.GraphModule):
+        return 0.0
+    out = next(n for n in model.graph.nodes if n.op == "output")
+    first = out.args[0]
+    while isinstance(first, list | tuple) and first:
+        first = first[0]
+    quant = torch.ops.quantized_decomposed
+    if isinstance(first, torch.fx.Node) and first.target == quant.dequantize_per_tensor.default:
+        scale = first.args[1]
+        return float(scale) if isinstance(scale, float | int) else 0.0
+    return 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeship.stage import StageConfig
 
@@ -73,6 +73,17 @@ class QATOptions(BaseModel):
                                     "(random 1-pixel shifts and/or mixup), the teacher runs live")
 
 
+class AccuracyControl(BaseModel):
+    """Accuracy-aware fallback (PTQ): the layers whose quantization costs most agreement go back to 8 bits or float."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_drop: float = Field(default=0.005, ge=0, le=1,
+                            description="allowed 1 - top-1 agreement with the float model, on rows of the calibration "
+                                        "source that calibration did not use (never the validation split)")
+    max_fallback_layers: int = Field(default=8, ge=0, description="at most this many layers fall back")
+    rows: int = Field(default=512, ge=16, description="held-out rows measured (fewer if the source has fewer)")
+
+
 class QuantizeConfig(StageConfig):
     """Weights 2-8 bits symmetric (per channel by default), activations 4-8 bits per tensor."""
 
@@ -91,19 +102,27 @@ class QuantizeConfig(StageConfig):
     overrides: list[LayerOverride] = Field(default_factory=list)
     calibration: CalibrationOptions = CalibrationOptions()
     qat: QATOptions = QATOptions()
+    accuracy_control: AccuracyControl | None = Field(
+        default=None, description="PTQ: rank layers by sensitivity (quantize-one-layer-out), move the most sensitive "
+                                  "to 8 bits (sub-8-bit layers) or float (8-bit layers) until agreement with the "
+                                  "float model on held-out rows is within max_drop")
 
     _act = field_validator("act_bits")(_act_bits_valid)
+
+    @model_validator(mode="after")
+    def _control_is_ptq(self) -> QuantizeConfig:
+        if self.accuracy_control is not None and self.mode != "ptq":
+            msg = "accuracy_control applies to mode: ptq (QAT trains the quantized layers instead)"
+            raise ValueError(msg)
+        return self
 
 
 def cpu_needs_overflow_fix() -> bool:
     """True on x86 CPUs without VNNI/AMX: their u8s8 int8 dot products saturate int16 with 8-bit weights."""
     import platform
 
+    from edgeship.core.environment import cpu_flags
+
     if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
         return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return not cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}

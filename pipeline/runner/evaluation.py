@@ -19,15 +19,15 @@ from edgeship.calibration.splits import Splits
 from edgeship.core.artifact import Artifact, InputSpec
 from edgeship.core.errors import plain
 from edgeship.core.io import captured_output
-from edgeship.gates import evaluate_gates
+from edgeship.gates import evaluate_gates, resolve_gates
 from edgeship.metrics import compare
 from edgeship.recipe import GateConfig, Recipe
 from edgeship.stage import ModelState
 from edgeship.targets import RUNTIMES, open_session, parse_runtime
 from edgeship.targets.base import RuntimeSession, time_callable
 
-VS_FLOAT_KEYS = ("top1_agreement", "mismatch", "mismatch_when_reference_correct", "rel_max_err", "cosine",
-                 "sqnr_db", "accuracy")
+VS_FLOAT_KEYS = ("top1_agreement", "differing_labels", "mismatch", "mismatch_when_reference_correct", "rel_max_err",
+                 "cosine", "sqnr_db", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,10 @@ class Evaluation:
     splits: Splits
     reference: np.ndarray  # the final PyTorch model's logits on the validation split (PT2E model when quantized)
     float_reference: np.ndarray | None  # the float model's logits (quantized runs), the second reference
-    health: dict[str, Any]
+    health: dict[str, Any]  # reference_health; quantized runs add the float model's under "float"
     pytorch_latency: dict[str, Any] | None
+    gates: GateConfig  # resolved: no "auto" left
+    output_step: float = 0.0  # the quantized reference's output quantization step (0: float reference)
 
 
 class Evaluator:
@@ -99,22 +101,25 @@ class Evaluator:
             session.load()
         return session, gated
 
-    def gate_config(self, quantized: bool) -> GateConfig:
-        """The gates that apply: ``quantized_gates`` (reference: the PT2E model) or the fp32 ``gates``."""
+    def gate_config(self, quantized: bool, weight_bits: int | None = None) -> GateConfig:
+        """The gates that apply, resolved: ``quantized_gates`` (reference: the PT2E model) or the fp32 ``gates``.
+
+        ``weight_bits``: the narrowest layer's weight width, which picks the ``auto`` thresholds.
+        """
         v = self.recipe.validate_
-        return v.quantized_gates if quantized else v.gates
+        return resolve_gates(v.quantized_gates if quantized else v.gates, weight_bits if quantized else None)
 
     def validate(self, session: RuntimeSession, ev: Evaluation, gated: bool, label: str) -> dict[str, Any]:
         """Run the validation split on ``session``; compare with the reference (and the float model, if quantized)."""
         val = ev.splits.validation
         out = session.run(val.x)
         self.outputs[label] = out
-        metrics = compare(out, ev.reference, val.y)
-        gates = evaluate_gates(metrics, ev.health, self.gate_config(quantized=ev.float_reference is not None))
+        metrics = compare(out, ev.reference, val.y, ev.output_step)
+        vs_float = compare(out, ev.float_reference, val.y) if ev.float_reference is not None else None
+        gates = evaluate_gates(metrics, ev.health, ev.gates, vs_float)
         result = {"metrics": metrics, "gates": [g.to_dict() for g in gates],
                   "status": ("pass" if all(g.passed for g in gates) else "fail") if gated else "info"}
-        if ev.float_reference is not None:
-            vs_float = compare(out, ev.float_reference, val.y)
+        if vs_float is not None:
             result["metrics_vs_float"] = {k: vs_float[k] for k in VS_FLOAT_KEYS if k in vs_float}
         return result
 

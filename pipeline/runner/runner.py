@@ -23,14 +23,15 @@ from edgeship.core.environment import library_versions
 from edgeship.core.errors import ConfigError, DataError, plain
 from edgeship.core.graph import eval_mode
 from edgeship.core.io import atomic_write_text, captured_output, deferred_signals, sha256_file
+from edgeship.core.pt2 import output_step
 from edgeship.core.signing import sign_digest
 from edgeship.exporters import FORMATS, export_formats
 from edgeship.exporters.base import ExportContext
 from edgeship.exporters.failures import ExportFailure
 from edgeship.inference import predict
-from edgeship.metrics import reference_health
+from edgeship.metrics import allowed_count, reference_health
 from edgeship.models import build_model, load_weights
-from edgeship.recipe import Recipe
+from edgeship.recipe import GateConfig, Recipe
 from edgeship.runner.assemble import assemble_report, failed_gates
 from edgeship.runner.evaluation import Evaluation, Evaluator, quantization_summary, rows_for
 from edgeship.runner.rundir import Manifest, hash_json, state_dict_hash
@@ -111,12 +112,15 @@ class Runner:
             op_check = self.evaluator.check_ops(state, splits, artifacts) if recipe.check.enabled else None
             twins = self.export_twins(state, stages, artifacts)
             pytorch_latency = self.time_pytorch(state)
-            ev = Evaluation(splits, reference, float_reference, health, pytorch_latency)
+            gates = self.evaluator.gate_config(state.quantized, min((b.weight_bits for b in state.bits or ()),
+                                                                    default=None))
+            ev = Evaluation(splits, reference, float_reference, health, pytorch_latency, gates,
+                            output_step(model) if state.quantized else 0.0)
             results = [self.evaluator.measure(row, ev, {name: by_format[row.artifact.format]
                                                         for name, by_format in twins.items()
                                                         if row.artifact.format in by_format})
                        for row in rows_for(recipe, artifacts)]
-            matrix = self.cross_runtime(results, reference, state.quantized)
+            matrix = self.cross_runtime(results, reference, gates)
             divergence = self.divergence(model, splits, artifacts, results, state.quantized)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (edgeship.cli.Terminated)
             with deferred_signals():  # a second signal must not leave the manifest saying "running"
@@ -131,7 +135,7 @@ class Runner:
             reference=reference, health=health, quantized=state.quantized,
             quantization=(quantization_summary(state, artifacts, twins.get("fp32", {})) if state.quantized
                           else None),
-            gate_config=self.evaluator.gate_config(quantized=state.quantized), stages=stages, artifacts=artifacts,
+            gate_config=gates, stages=stages, artifacts=artifacts,
             run_dir=self.run_dir, pytorch_latency=pytorch_latency, results=results, op_check=op_check,
             export_failures=self.export_failures, cross_runtime=matrix, divergence=divergence, notes=self.notes)
         for path in write_report(self.run_dir, report):
@@ -187,7 +191,7 @@ class Runner:
         d = self.recipe.data
         splits = make_splits(d.calibration.source, d.validation.source, d.calibration.samples,
                              d.validation.samples, d.seed, spec.sample_shape, spec.mean, spec.std,
-                             allow_fewer=d.allow_fewer_samples)
+                             allow_fewer=d.allow_fewer_samples, control_samples=d.control_samples)
         for split in (splits.train, splits.validation):
             if split.y is not None and len(split.y) and (split.y.min() < 0 or split.y.max() >= spec.num_classes):
                 raise DataError(f"{split.origin}: labels run from {int(split.y.min())} to {int(split.y.max())}, "
@@ -262,7 +266,9 @@ class Runner:
         batch = self.recipe.data.batch_size
         reference = predict(state.model, splits.validation.x, batch)
         float_reference = predict(state.float_model, splits.validation.x, batch) if state.quantized else None
-        health = reference_health(reference)
+        health = reference_health(reference, output_step(state.model) if state.quantized else 0.0)
+        if float_reference is not None:
+            health["float"] = reference_health(float_reference)
         if health["single_class"] and not health["constant"]:
             self.notes.append("the reference predicts one class for every validation sample: top-1 agreement "
                               "is weak evidence; the error gates carry the weight")
@@ -318,20 +324,24 @@ class Runner:
             twins["baseline"] = self.export(state.reference, state.spec, subdir="artifacts/baseline")
         return twins
 
-    def cross_runtime(self, results: list[dict[str, Any]], reference: Any, quantized: bool) -> dict[str, Any] | None:
+    def cross_runtime(self, results: list[dict[str, Any]], reference: Any, gates: GateConfig) -> dict[str, Any] | None:
         """The agreement of every execution with every other, and the one that stands out (notes say who)."""
         from edgeship.crossruntime import cross_runtime_matrix
 
         outputs = self.evaluator.outputs
         if len(outputs) < 2:
             return None
-        gate = self.evaluator.gate_config(quantized=quantized)
-        allowed = int((1 - gate.top1_agreement_min) * len(reference) + 1e-9)  # differing samples the gate allows
+        allowed = allowed_count(1 - gates.top1_agreement_min, len(reference))  # differing samples the gate allows
         matrix = cross_runtime_matrix(outputs, {r["runtime"]: r["format"] for r in results if r["runtime"] in outputs},
                                       reference, allowed)
         for finding in matrix["findings"]:
             self.notes.append(f"cross-runtime: {finding['detail']}")
             self.log(f"note: {self.notes[-1]}")
+            # The row itself says it is the odd one out: a failure there is that runtime's (or that file's).
+            named = finding.get("executions") or [finding.get("execution")]
+            for r in results:
+                if r["runtime"] in named:
+                    r["cross_runtime_finding"] = finding["detail"]
         return matrix
 
     def divergence(self, model: torch.nn.Module, splits: Splits, artifacts: dict[str, Artifact],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,12 +58,12 @@ class QuantizeStage(Stage[QuantizeConfig]):
         from edgeship.quant.pt2e import build_quantizer, match_runtimes
 
         cfg = self.config
-        table, _ = resolve_bits(state.model, cfg)
+        table, float_layers = saved_fallback(ctx.workdir, resolve_bits(state.model, cfg)[0])
         converted = load_exported_program(ctx.workdir / "model.pt2").module()
         match_runtimes(converted)
         allow_exported_model_train_eval(converted)
         converted.eval()
-        return self.quantized_state(state, converted, build_quantizer(cfg, table), table)
+        return self.quantized_state(state, converted, build_quantizer(cfg, table, float_layers), table)
 
 
 def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
@@ -95,10 +96,19 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
     if depthwise:
         ctx.log(f"  {len(depthwise)} BatchNorm(s) without a preceding conv quantize as depthwise 1x1 convs")
     log = ctx.workdir / "quantize.log"  # litert-torch's annotators print partition notes
+    control = None
     if cfg.mode == "ptq":
-        with captured_output(log):
-            prepared = prepare_pt2e(graph, quantizer)  # folds BatchNorm into the convolutions
-        calibrate(prepared, calib)
+        def ptq(bits: list, float_layers: frozenset[str] = frozenset()) -> torch.nn.Module:
+            with captured_output(log):  # prepare folds BatchNorm into the convolutions (of a copy: ptq runs again)
+                prepared = prepare_pt2e(copy.deepcopy(graph), build_quantizer(cfg, bits, float_layers))
+            calibrate(prepared, calib)
+            return finish(prepared)
+
+        if cfg.accuracy_control is None:
+            converted = ptq(table)
+        else:
+            converted, table, float_layers, control = controlled_ptq(cfg, table, ptq, float_model, ctx)
+            quantizer = build_quantizer(cfg, table, float_layers)
         history = []
     else:
         from edgeship.quant.qat import train_qat
@@ -112,7 +122,7 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
         history = train_qat(prepared, teacher if teacher is not None else float_model, ctx.splits.train.x,
                             ctx.splits.train.y, ctx.splits.validation.x, cfg.qat, ctx.seed, ctx.workdir, ctx.log,
                             resume=ctx.resume, fingerprint=ctx.fingerprint)
-    converted = finish(prepared)
+        converted = finish(prepared)
     float_val = predict(float_model, ctx.splits.validation.x)
     quant_val = predict(converted, ctx.splits.validation.x)
     new_state = QuantizeStage.quantized_state(state, converted, quantizer, table)
@@ -125,7 +135,45 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
         "batch_norms_as_depthwise": depthwise,
         "bits": [vars(b) for b in table],
         "qat": history,
+        **({"accuracy_control": control} if control is not None else {}),
     }
     if ctx.splits.validation.y is not None:
         metrics["pt2e_accuracy"] = float(np.mean(quant_val.argmax(1) == ctx.splits.validation.y))
     return StageResult(state=new_state, metrics=metrics, notes=warnings)
+
+
+FALLBACK_FILE = "accuracy_control.json"  # the fallback decision, so a resumed run rebuilds the same quantizer
+
+
+def controlled_ptq(cfg: QuantizeConfig, table: list, ptq: Any, float_model: torch.nn.Module,
+                   ctx: StageContext) -> tuple[torch.nn.Module, list, frozenset[str], dict[str, Any]]:
+    """PTQ under ``cfg.accuracy_control`` on held-out calibration-source rows; the decision is saved for resume."""
+    from edgeship.core.io import atomic_write_json
+    from edgeship.quant.accuracy import accuracy_control
+
+    assert cfg.accuracy_control is not None
+    held, trained_on = ctx.splits.held_out_rows(cfg.accuracy_control.rows)
+    if len(held) == 0:
+        raise DataError("quantize.accuracy_control: the calibration source has no rows left that calibration and "
+                        "validation do not use; set data.control_samples or lower data.calibration.samples")
+    if trained_on:
+        ctx.log("  note: accuracy control measures on rows the model may have been trained on (optimistic); "
+                "data.control_samples keeps rows out of training")
+    converted, plan, report = accuracy_control(cfg.accuracy_control, table, ptq, float_model, held.x, ctx.log)
+    report["rows"] = held.origin + (" (train rows: optimistic after a train stage)" if trained_on else "")
+    atomic_write_json(ctx.workdir / FALLBACK_FILE, {"float_layers": sorted(plan.float_layers),
+                                                    "bits": [vars(b) for b in plan.table]})
+    return converted, plan.table, plan.float_layers, report
+
+
+def saved_fallback(workdir: Path, table: list) -> tuple[list, frozenset[str]]:
+    """The bit table and float layers accuracy control chose (``table`` unchanged when it did not run)."""
+    import json
+
+    from edgeship.quant.bits import LayerBits
+
+    path = workdir / FALLBACK_FILE
+    if not path.exists():
+        return table, frozenset()
+    saved = json.loads(path.read_text())
+    return [LayerBits(**b) for b in saved["bits"]], frozenset(saved["float_layers"])
