@@ -38,3 +38,10 @@ def preprocess(x: np.ndarray, sample_shape: Sequence[int], mean: Sequence[float]
     mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
     return np.ascontiguousarray(((t - mean) / std).numpy(), dtype=np.float32)
+
+
+def to_pixels(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised inputs back to [0, 1] pixels on the 8-bit grid (what a camera pipeline hands the model)."""
+    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return (np.clip(np.round((x * s + m) * 255), 0, 255) / 255).astype(np.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeship.calibration.preprocess import preprocess
+from edgeship.calibration.preprocess import preprocess, to_pixels
 from edgeship.calibration.sources import RawData, load_source
 from edgeship.core.errors import DataError
 
@@ -43,6 +44,14 @@ class Splits:
     notes: list[str]
     control: Dataset | None = None  # data.control_samples rows no other split (not even train) holds
     uncalibrated: np.ndarray | None = None  # indices into ``train`` of rows calibration did not use
+
+    def as_pixels(self, mean: Sequence[float], std: Sequence[float]) -> Splits:
+        """Every split as [0, 1] pixels on the 8-bit grid (inputs of a pixel-input model), labels unchanged."""
+        def px(d: Dataset | None) -> Dataset | None:
+            return None if d is None else Dataset(to_pixels(d.x, mean, std), d.y, f"{d.origin}, as 8-bit pixels")
+
+        return dataclasses.replace(self, train=px(self.train), calibration=px(self.calibration),
+                                   validation=px(self.validation), control=px(self.control))
 
     def held_out_rows(self, limit: int) -> tuple[Dataset, bool]:
         """Up to ``limit`` rows accuracy control measures on, never the validation split, and whether train has them.

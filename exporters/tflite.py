@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field
 
 from edgeship.core.artifact import Artifact, InputSpec
-from edgeship.core.errors import ExportError, RuntimeUnavailableError
+from edgeship.core.errors import ConfigError, ExportError, RuntimeUnavailableError
 from edgeship.core.graph import eval_mode, example_input
 from edgeship.core.io import atomic_path, captured_output
 from edgeship.core.validation import Strict
@@ -22,6 +22,9 @@ class TFLiteOptions(Strict):
     """TFLite exporter options."""
 
     int8_io: bool = Field(default=False, description="quantized models: keep int8 input/output tensors")
+    uint8_io: bool = Field(default=False, description="pixel inputs (quantize.pixel_input, or a model without "
+                                                      "normalisation): the input is raw uint8 pixels 0..255 (scale "
+                                                      "1/255, zero point 0), as a camera pipeline hands them")
 
 
 def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, options: TFLiteOptions) -> Artifact:
@@ -33,6 +36,11 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, options: TFLi
     model's BatchNorms that no convolution precedes are converted as depthwise 1x1 convolutions.
     """
     started = time.perf_counter()
+    if options.uint8_io and (any(spec.mean) or any(s != 1 for s in spec.std)):
+        raise ConfigError("export.tflite.uint8_io: the model's input is normalised (mean/std); raw uint8 pixels need "
+                          "a model that takes [0, 1] pixels: set quantize.pixel_input: true")
+    if options.uint8_io and options.int8_io:
+        raise ConfigError("export.tflite: uint8_io and int8_io both set; choose one input type")
     check_free_space(model, ctx, "TFLite")
     path = ctx.out_dir / "model.tflite"
     log = ctx.log_dir / "tflite.log"
@@ -54,8 +62,9 @@ def export_tflite(model: Any, spec: InputSpec, ctx: ExportContext, options: TFLi
             edge = litert_torch.convert(model, (example_input(spec),), **kwargs)
             edge.export(str(tmp))
             io_change: dict[str, Any] = {}
-            if ctx.quantizer is not None:
-                data, io_change = postprocess(tmp.read_bytes(), float_boundary=not options.int8_io)
+            if ctx.quantizer is not None or options.uint8_io:
+                data, io_change = postprocess(tmp.read_bytes(), float_boundary=ctx.quantizer is not None
+                                              and not options.int8_io, uint8_pixels=options.uint8_io)
                 tmp.write_bytes(data)
     except OSError:
         raise  # disk full, read-only folder: the environment (exit 2 naming the path), not the model

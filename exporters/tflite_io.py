@@ -99,10 +99,11 @@ def widen_16x8_biases(model: Any) -> int:
     return widened
 
 
-def postprocess(data: bytes, float_boundary: bool) -> tuple[bytes, dict[str, Any]]:
-    """Make a full-integer model from litert-torch loadable and convenient; return the bytes and the changes.
+def postprocess(data: bytes, float_boundary: bool, uint8_pixels: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """Make a model from litert-torch loadable and convenient; return the bytes and the changes.
 
-    Widens 16x8 biases (always needed) and, with ``float_boundary``, gives it float32 I/O (``float_io``).
+    Widens 16x8 biases (always needed); with ``float_boundary`` gives it float32 I/O (``float_io``); with
+    ``uint8_pixels`` its float inputs become raw uint8 pixels (``uint8_pixel_inputs``).
     """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as fb
@@ -111,6 +112,8 @@ def postprocess(data: bytes, float_boundary: bool) -> tuple[bytes, dict[str, Any
     changes: dict[str, Any] = {"widened_16x8_biases": widen_16x8_biases(model)}
     if float_boundary:
         changes["float_io"] = float_io(model)
+    if uint8_pixels:
+        changes["uint8_pixel_inputs"] = uint8_pixel_inputs(model)
     builder = flatbuffers.Builder(len(data) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), changes
@@ -134,4 +137,40 @@ def float_io(model: Any) -> dict[str, Any]:
                 continue
             for tm in [*(sig.inputs or []), *(sig.outputs or [])]:
                 tm.tensorIndex = remap.get(tm.tensorIndex, tm.tensorIndex)
+    return changed
+
+
+def uint8_pixel_inputs(model: Any) -> int:
+    """Give every float32 input of ``model`` a uint8 twin at scale 1/255, zero point 0, joined by a DEQUANTIZE.
+
+    The model then takes raw 8-bit pixels, as a camera pipeline hands them; pixel p dequantizes to p/255, which a
+    pixel-input model's 1/255 input quantizer maps back to exactly p. Returns how many inputs changed.
+    """
+    from ai_edge_litert import schema_py_generated as fb
+
+    changed = 0
+    for sub_index, sub in enumerate(model.subgraphs):
+        dequant = _opcode_index(model, fb.BuiltinOperator.DEQUANTIZE)
+        remap, front, inputs = {}, [], []
+        for idx in sub.inputs:
+            if sub.tensors[idx].type != fb.TensorType.FLOAT32:
+                inputs.append(idx)
+                continue
+            twin = _float_twin(sub, idx, "_uint8")
+            sub.tensors[twin].type = fb.TensorType.UINT8
+            q = fb.QuantizationParametersT()
+            q.scale, q.zeroPoint = np.array([1 / 255], np.float32), np.array([0], np.int64)
+            sub.tensors[twin].quantization = q
+            op = fb.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = dequant, np.array([twin], np.int32), np.array([idx], np.int32)
+            front.append(op)
+            remap[idx] = twin
+            inputs.append(twin)
+            changed += 1
+        sub.operators = front + list(sub.operators or [])
+        sub.inputs = np.array(inputs, np.int32)
+        for sig in model.signatureDefs or []:
+            if sig.subgraphIndex == sub_index:
+                for tm in sig.inputs or []:
+                    tm.tensorIndex = remap.get(tm.tensorIndex, tm.tensorIndex)
     return changed

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -194,4 +195,9 @@ def load_weights(model: nn.Module, path: Path) -> None:
         if shapes:
             parts.append(f"  shape mismatches: {show(shapes)}")
         raise CheckpointError("\n".join(parts))
+    if getattr(sd, "_metadata", None) is None:
+        # safetensors (and plain dicts) carry no module versions; modules that check theirs on load (torchvision's
+        # MNASNet: "version should be set to 1 or 2 instead of None") get the model's own.
+        sd = OrderedDict(sd)
+        sd._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
     model.load_state_dict(sd, strict=True)

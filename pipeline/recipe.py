@@ -271,6 +271,19 @@ class Recipe(Strict):
             raise ValueError(msg)
         return v
 
+    @model_validator(mode="after")
+    def _uint8_pixels(self) -> Recipe:
+        tflite = getattr(self.export, "tflite", None)
+        if tflite is None or not tflite.uint8_io or "tflite" not in self.export.formats:
+            return self
+        pixels = any(getattr(s, "type", None) == "quantize" and getattr(s, "pixel_input", False) for s in self.stages)
+        unnormalised = not any(self.model.input.mean) and all(v == 1 for v in self.model.input.std)
+        if not (pixels or unnormalised):
+            msg = ("export.tflite.uint8_io: raw uint8 pixels need a model that takes [0, 1] pixels; set "
+                   "pixel_input: true on the quantize stage (model.input has mean/std normalisation)")
+            raise ValueError(msg)
+        return self
+
     def dump(self) -> dict[str, Any]:
         """The resolved recipe as plain data (written to ``recipe.resolved.yaml``)."""
         return self.model_dump(mode="json", by_alias=True)

@@ -146,3 +146,20 @@ def test_console_script_reports_without_traceback(tmp_path):
     path = write_recipe(tmp_path, tiny_recipe(tmp_path, **{"model.source": "torchvision:nonet"}))
     proc = subprocess.run([str(exe), "run", str(path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown torchvision model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_safetensors_weights_load_into_a_model_that_checks_its_module_versions(tmp_path):
+    # torchvision's MNASNet refuses a state_dict without module versions ("version should be set to 1 or 2 instead
+    # of None"); safetensors files never carry them.
+    import torchvision
+    from safetensors.torch import save_file
+
+    from edgeship.models import load_weights
+
+    trained = torchvision.models.get_model("mnasnet0_5", num_classes=10)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    model = torchvision.models.get_model("mnasnet0_5", num_classes=10)
+    load_weights(model, path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values(),
+                                                 strict=True))

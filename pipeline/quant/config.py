@@ -102,6 +102,10 @@ class QuantizeConfig(StageConfig):
     overrides: list[LayerOverride] = Field(default_factory=list)
     calibration: CalibrationOptions = CalibrationOptions()
     qat: QATOptions = QATOptions()
+    pixel_input: bool = Field(
+        default=False, description="artifacts take [0, 1] pixels quantized at 1/255 (every 8-bit pixel exact), the "
+                                   "normalisation folded into the first convolution; export.tflite.uint8_io then "
+                                   "takes raw uint8 pixels")
     accuracy_control: AccuracyControl | None = Field(
         default=None, description="PTQ: rank layers by sensitivity (quantize-one-layer-out), move the most sensitive "
                                   "to 8 bits (sub-8-bit layers) or float (8-bit layers) until agreement with the "

@@ -98,10 +98,21 @@ def _specs(cfg: QuantizeConfig, w_bits: int, a_bits: int, logits: bool = False) 
     return act, weight
 
 
-def build_quantizer(cfg: QuantizeConfig, table: Sequence[LayerBits], float_layers: frozenset[str] = frozenset()) -> Any:
+def pixel_spec(signed: bool) -> Any:
+    """The input quantizer of a pixel-input model: scale 1/255, so pixel p is the integer p (uint8) or p - 128."""
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
+
+    dtype, qmin, qmax, zero = (torch.int8, -128, 127, -128) if signed else (torch.uint8, 0, 255, 0)
+    return FixedQParamsQuantizationSpec(dtype=dtype, quant_min=qmin, quant_max=qmax, scale=1 / 255, zero_point=zero,
+                                        qscheme=torch.per_tensor_affine)
+
+
+def build_quantizer(cfg: QuantizeConfig, table: Sequence[LayerBits], float_layers: frozenset[str] = frozenset(),
+                    stem: str | None = None) -> Any:
     """A litert-torch ``PT2EQuantizer`` with the global spec and per-layer bit widths from ``table``.
 
-    ``float_layers``: conv/linear modules left unquantized (accuracy control's fallback).
+    ``float_layers``: conv/linear modules left unquantized (accuracy control's fallback). ``stem``: the
+    convolution of a pixel-input model (``cfg.pixel_input``) that reads the pixels, at their own 1/255 grid.
     """
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
@@ -111,6 +122,7 @@ def build_quantizer(cfg: QuantizeConfig, table: Sequence[LayerBits], float_layer
     per_layer = {lb.name: _specs(cfg, lb.weight_bits, lb.act_bits) for lb in table
                  if (lb.weight_bits, lb.act_bits) != (cfg.weight_bits, cfg.act_bits)}
     last = table[-1].name if table else None
+    first = stem if cfg.pixel_input else None
     logits = _specs(cfg, table[-1].weight_bits, table[-1].act_bits, logits=True)[0] if table else None
 
     class EdgeshipQuantizer(PT2EQuantizer):
@@ -141,6 +153,8 @@ def build_quantizer(cfg: QuantizeConfig, table: Sequence[LayerBits], float_layer
                 if name in float_layers:
                     ann.input_qspec_map, ann.output_qspec = {}, None  # runs in float; its neighbours stay int8
                     continue
+                if name == first and node.args[0] in ann.input_qspec_map:
+                    ann.input_qspec_map[node.args[0]] = pixel_spec(cfg.act_signed)
                 if name == last and ann.output_qspec is not None:
                     # The logits take the classifier's own width: 16 levels would tie and decide labels by index.
                     ann.output_qspec = logits
@@ -152,7 +166,8 @@ def build_quantizer(cfg: QuantizeConfig, table: Sequence[LayerBits], float_layer
                     ann.input_qspec_map[node.args[1]] = layer_weight
                 # The classifier's input stays at the body's width (re-quantizing 4-bit values to 8 bits adds
                 # nothing, can only clip, and TFLite drops such requantizes: measured 0.90 agreement).
-                if name != last and node.args[0] in ann.input_qspec_map and layer_act.quant_max != act.quant_max:
+                if (name not in (last, first) and node.args[0] in ann.input_qspec_map
+                        and layer_act.quant_max != act.quant_max):
                     ann.input_qspec_map[node.args[0]] = layer_act
             return model
 

@@ -106,6 +106,8 @@ class Runner:
             state, stages = self.run_stages(ModelState(model=model, spec=spec), splits)
             if not self.main:
                 return RunOutcome(run_dir=self.run_dir, report={"status": "worker"})
+            if (state.spec.mean, state.spec.std) != (spec.mean, spec.std):  # quantize.pixel_input: [0, 1] pixels
+                splits, spec = splits.as_pixels(spec.mean, spec.std), state.spec
             model = eval_mode(state.model)
             reference, float_reference, health = self.references(state, splits)
             artifacts = self.export(model, spec, state.quantizer) if "export" in self.phases else {}

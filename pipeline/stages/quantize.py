@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgeship.core.artifact import InputSpec
 from edgeship.core.errors import DataError
 from edgeship.core.io import captured_output
 from edgeship.inference import predict
 from edgeship.metrics import top1_agreement
 from edgeship.quant.bits import resolve_bits
 from edgeship.quant.config import QuantizeConfig
+from edgeship.quant.pixels import PixelInput
 from edgeship.stage import ModelState, Stage, StageContext, StageResult
 
 
@@ -33,9 +35,17 @@ class QuantizeStage(Stage[QuantizeConfig]):
         return quantize_state(self.config, state, ctx)
 
     @staticmethod
-    def quantized_state(state: ModelState, converted: torch.nn.Module, quantizer: object, table: list) -> ModelState:
-        """The state after quantization: the PT2E graph, with the float model kept as the second reference."""
-        return dataclasses.replace(state, model=converted, float_model=copy.deepcopy(state.model),
+    def quantized_state(state: ModelState, converted: torch.nn.Module, quantizer: object, table: list,
+                        pixels: PixelPlan | None = None) -> ModelState:
+        """The state after quantization: the PT2E graph, with the float model kept as the second reference.
+
+        A pixel-input run's state takes [0, 1] pixels: its spec has no normalisation left, and its float model is
+        the original behind its normalisation.
+        """
+        if pixels is None:
+            return dataclasses.replace(state, model=converted, float_model=copy.deepcopy(state.model),
+                                       quantizer=quantizer, bits=table)
+        return dataclasses.replace(state, model=converted, float_model=pixels.float_model, spec=pixels.spec,
                                    quantizer=quantizer, bits=table)
 
     def save(self, state: ModelState, ctx: StageContext) -> list[Path]:
@@ -58,12 +68,15 @@ class QuantizeStage(Stage[QuantizeConfig]):
         from edgeship.quant.pt2e import build_quantizer, match_runtimes
 
         cfg = self.config
-        table, float_layers = saved_fallback(ctx.workdir, resolve_bits(state.model, cfg)[0])
+        pixels = pixel_plan(cfg, state, ctx)
+        table, float_layers = saved_fallback(ctx.workdir, resolve_bits(pixels.model if pixels else state.model,
+                                                                       cfg)[0])
         converted = load_exported_program(ctx.workdir / "model.pt2").module()
         match_runtimes(converted)
         allow_exported_model_train_eval(converted)
         converted.eval()
-        return self.quantized_state(state, converted, build_quantizer(cfg, table, float_layers), table)
+        quantizer = build_quantizer(cfg, table, float_layers, pixels.stem if pixels else None)
+        return self.quantized_state(state, converted, quantizer, table, pixels)
 
 
 def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
@@ -80,16 +93,22 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
     from edgeship.core.standalone_bn import standalone_batch_norms_to_depthwise
     from edgeship.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish, overflow_fix_enabled
 
+    if not np.isfinite(ctx.splits.calibration.x).all():
+        raise DataError("quantize: the calibration data contains NaN or Inf values")
+    pixels = pixel_plan(cfg, state, ctx)
+    if pixels is not None:  # from here on every split, the model and the teacher take [0, 1] pixels
+        ctx = dataclasses.replace(ctx, splits=ctx.splits.as_pixels(state.spec.mean, state.spec.std))
+        teacher = PixelInput(teacher, state.spec.mean, state.spec.std) if teacher is not None else None
+        ctx.log(f"  pixel input: normalisation folded into {pixels.stem}; input quantized at 1/255")
     calib = ctx.splits.calibration.x[: cfg.calibration.samples]
     if len(calib) == 0:
         raise DataError("quantize: the calibration split is empty (data.calibration.samples must be > 0)")
-    if not np.isfinite(calib).all():
-        raise DataError("quantize: the calibration data contains NaN or Inf values")
-    float_model = state.model.eval()
+    float_model = (pixels.model if pixels else state.model).eval()
     table, warnings = resolve_bits(float_model, cfg)
     for w in warnings:
         ctx.log(f"  warning: {w}")
-    quantizer = build_quantizer(cfg, table)
+    stem = pixels.stem if pixels else None
+    quantizer = build_quantizer(cfg, table, stem=stem)
     # torch.export's module shares parameter storage with its source: QAT would train the float model too.
     graph = dynamic_batch_export(copy.deepcopy(float_model), torch.from_numpy(calib[:2]))
     depthwise = standalone_batch_norms_to_depthwise(graph)
@@ -100,7 +119,7 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
     if cfg.mode == "ptq":
         def ptq(bits: list, float_layers: frozenset[str] = frozenset()) -> torch.nn.Module:
             with captured_output(log):  # prepare folds BatchNorm into the convolutions (of a copy: ptq runs again)
-                prepared = prepare_pt2e(copy.deepcopy(graph), build_quantizer(cfg, bits, float_layers))
+                prepared = prepare_pt2e(copy.deepcopy(graph), build_quantizer(cfg, bits, float_layers, stem))
             calibrate(prepared, calib)
             return finish(prepared)
 
@@ -108,7 +127,7 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
             converted = ptq(table)
         else:
             converted, table, float_layers, control = controlled_ptq(cfg, table, ptq, float_model, ctx)
-            quantizer = build_quantizer(cfg, table, float_layers)
+            quantizer = build_quantizer(cfg, table, float_layers, stem)
         history = []
     else:
         from edgeship.quant.qat import train_qat
@@ -125,7 +144,7 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
         converted = finish(prepared)
     float_val = predict(float_model, ctx.splits.validation.x)
     quant_val = predict(converted, ctx.splits.validation.x)
-    new_state = QuantizeStage.quantized_state(state, converted, quantizer, table)
+    new_state = QuantizeStage.quantized_state(state, converted, quantizer, table, pixels)
     metrics = {
         "mode": cfg.mode,
         "pt2e_agreement_with_float": top1_agreement(quant_val, float_val),
@@ -136,10 +155,36 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
         "bits": [vars(b) for b in table],
         "qat": history,
         **({"accuracy_control": control} if control is not None else {}),
+        **({"pixel_input": {"stem": pixels.stem, "input_scale": 1 / 255}} if pixels is not None else {}),
     }
     if ctx.splits.validation.y is not None:
         metrics["pt2e_accuracy"] = float(np.mean(quant_val.argmax(1) == ctx.splits.validation.y))
     return StageResult(state=new_state, metrics=metrics, notes=warnings)
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelPlan:
+    """A pixel-input run: the model to quantize (normalisation folded), its float reference, spec and stem."""
+
+    model: torch.nn.Module
+    float_model: torch.nn.Module
+    spec: InputSpec
+    stem: str
+
+
+def pixel_plan(cfg: QuantizeConfig, state: ModelState, ctx: StageContext) -> PixelPlan | None:
+    """With ``cfg.pixel_input``: fold the normalisation into the first convolution (``edgeship.quant.pixels``)."""
+    if not cfg.pixel_input:
+        return None
+    from edgeship.quant.pixels import first_conv, fold_normalization
+
+    spec = state.spec
+    example = torch.from_numpy(ctx.splits.calibration.x[:1])
+    channels = len(spec.mean)
+    return PixelPlan(model=fold_normalization(state.model, spec.mean, spec.std, example),
+                     float_model=PixelInput(copy.deepcopy(state.model), spec.mean, spec.std),
+                     spec=dataclasses.replace(spec, mean=(0.0,) * channels, std=(1.0,) * channels),
+                     stem=first_conv(state.model, example) + ".conv")
 
 
 FALLBACK_FILE = "accuracy_control.json"  # the fallback decision, so a resumed run rebuilds the same quantizer
