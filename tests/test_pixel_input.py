@@ -21,7 +21,8 @@ def test_folding_the_normalisation_is_exact_at_the_borders_too(padding):
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=padding), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4)).eval()
     x = torch.rand(2, 3, 12, 12)
     model(x)  # materialise the lazy layer
-    folded = fold_normalization(model, MEAN, STD, x)
+    folded, stem = fold_normalization(model, MEAN, STD, x)
+    assert stem == "0.conv"
     assert (folded[0].pad is not None) == (padding > 0)  # a border channel only where taps read padding
     torch.testing.assert_close(folded(x), PixelInput(model, MEAN, STD)(x), atol=1e-5, rtol=1e-5)
 

@@ -25,8 +25,6 @@ from torch import nn
 
 from edgeship.core.errors import ConfigError
 
-PIXEL_STEP = 1 / 255
-
 
 class PixelInput(nn.Module):
     """``model`` behind its normalisation: takes [0, 1] pixels (the float reference of a pixel-input run)."""
@@ -105,12 +103,11 @@ def first_conv(model: nn.Module, example: torch.Tensor) -> str:
 
 
 def fold_normalization(model: nn.Module, mean: Sequence[float], std: Sequence[float],
-                       example: torch.Tensor) -> nn.Module:
-    """A copy of ``model`` that takes [0, 1] pixels: its first convolution becomes a ``FoldedStem``."""
+                       example: torch.Tensor) -> tuple[nn.Module, str]:
+    """A copy of ``model`` that takes [0, 1] pixels (its first convolution a ``FoldedStem``), and the stem's path."""
     name = first_conv(model, example)
     folded = copy.deepcopy(model).eval()
     parent_name, _, attr = name.rpartition(".")
     parent = folded.get_submodule(parent_name) if parent_name else folded
     setattr(parent, attr, FoldedStem(getattr(parent, attr), mean, std, example.shape[2:]))
-    return folded
-
+    return folded, f"{name}.conv" if name else "conv"

@@ -176,15 +176,14 @@ def pixel_plan(cfg: QuantizeConfig, state: ModelState, ctx: StageContext) -> Pix
     """With ``cfg.pixel_input``: fold the normalisation into the first convolution (``edgeship.quant.pixels``)."""
     if not cfg.pixel_input:
         return None
-    from edgeship.quant.pixels import first_conv, fold_normalization
+    from edgeship.quant.pixels import fold_normalization
 
     spec = state.spec
-    example = torch.from_numpy(ctx.splits.calibration.x[:1])
+    folded, stem = fold_normalization(state.model, spec.mean, spec.std,
+                                      torch.from_numpy(ctx.splits.calibration.x[:1]))
     channels = len(spec.mean)
-    return PixelPlan(model=fold_normalization(state.model, spec.mean, spec.std, example),
-                     float_model=PixelInput(copy.deepcopy(state.model), spec.mean, spec.std),
-                     spec=dataclasses.replace(spec, mean=(0.0,) * channels, std=(1.0,) * channels),
-                     stem=first_conv(state.model, example) + ".conv")
+    return PixelPlan(model=folded, float_model=PixelInput(copy.deepcopy(state.model), spec.mean, spec.std),
+                     spec=dataclasses.replace(spec, mean=(0.0,) * channels, std=(1.0,) * channels), stem=stem)
 
 
 FALLBACK_FILE = "accuracy_control.json"  # the fallback decision, so a resumed run rebuilds the same quantizer
