@@ -193,10 +193,6 @@ def annotate_missed_relu_add(model: torch.fx.GraphModule, act: Any) -> None:
         ann = n.meta.get("quantization_annotation")
         return ann is not None and ann._annotated
 
-    def is_float_node(a: Any) -> bool:
-        return isinstance(a, torch.fx.Node) and isinstance(a.meta.get("val"), torch.Tensor) and (
-            a.meta["val"].is_floating_point())
-
     for node in model.graph.nodes:
         if node.op != "call_function":
             continue
@@ -210,15 +206,15 @@ def annotate_missed_relu_add(model: torch.fx.GraphModule, act: Any) -> None:
                     input_qspec_map={}, output_qspec=act, _annotated=True)
             elif str(getattr(src, "target", "")) in ADD and not annotated(src) and len(src.users) == 1:
                 src.meta["quantization_annotation"] = QuantizationAnnotation(
-                    input_qspec_map={a: act for a in src.args[:2] if is_float_node(a)}, _annotated=True)
+                    input_qspec_map={a: act for a in src.args[:2] if _float_tensor(a)}, _annotated=True)
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map={}, output_qspec=act, _annotated=True)
-            elif is_float_node(src):
+            elif _float_tensor(src):
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map={src: act}, output_qspec=act, _annotated=True)
     for node in model.graph.nodes:
         if node.op == "call_function" and str(node.target) in ADD and not annotated(node):
-            inputs = [a for a in node.args[:2] if is_float_node(a)]
+            inputs = [a for a in node.args[:2] if _float_tensor(a)]
             if len(inputs) == 2:
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map=dict.fromkeys(inputs, act), output_qspec=act, _annotated=True)
@@ -289,9 +285,15 @@ def annotate_same_scale(model: torch.fx.GraphModule, act: Any) -> int:
     return annotated
 
 
+def _float_tensor(a: Any) -> bool:
+    """True when ``a`` is a graph node holding a floating-point tensor."""
+    return isinstance(a, torch.fx.Node) and isinstance(a.meta.get("val"), torch.Tensor) and (
+        a.meta["val"].is_floating_point())
+
+
 def _activation(a: Any) -> bool:
-    return isinstance(a, torch.fx.Node) and a.op != "get_attr" and isinstance(
-        a.meta.get("val"), torch.Tensor) and a.meta["val"].is_floating_point()
+    """A float tensor computed by the graph (not a weight or constant read with get_attr)."""
+    return _float_tensor(a) and a.op != "get_attr"
 
 
 def _feeds_matmul(node: Any) -> bool:

@@ -117,7 +117,7 @@ class Runner:
             gates = self.evaluator.gate_config(state.quantized, min((b.weight_bits for b in state.bits or ()),
                                                                     default=None))
             ev = Evaluation(splits, reference, float_reference, health, pytorch_latency, gates,
-                            output_step(model) if state.quantized else 0.0)
+                            health.get("output_step", 0.0))
             results = [self.evaluator.measure(row, ev, {name: by_format[row.artifact.format]
                                                         for name, by_format in twins.items()
                                                         if row.artifact.format in by_format})
