@@ -124,12 +124,14 @@ def failure_class(report: dict[str, Any], row: dict[str, Any]) -> str | None:
     finding = next((f for f in (report.get("cross_runtime") or {}).get("findings", [])
                     if label == f.get("execution") or label in f.get("executions", [])), None)
     table = ((report.get("divergence") or {}).get("runtimes") or {}).get(label) or {}
-    first = table.get("first_divergent")
+    first, steep = table.get("first_divergent"), table.get("steepest_drop")
     parts = [", ".join(sorted(names)) or str(row.get("status"))]
     if finding:
         parts.append(f"{finding['kind']}: {finding['detail']}")
     if first:
         parts.append(f"first divergent layer {first['layer']} ({first['op']}, {first['sqnr_db']} dB)")
+    if first and steep and steep["node"] != first["node"]:
+        parts.append(f"steepest drop at {steep['layer']} ({steep['op']}, -{steep['drop_db']} dB)")
     return "; ".join(parts)
 
 
@@ -226,9 +228,11 @@ def markdown(payload: dict[str, Any]) -> str:
         if done:
             totals.append(f"- {precision}: {passed} of {len(done)} models pass on every gated runtime")
     host = payload["host"]
+    hosts = sorted({p["host"] for e in payload["models"].values() for p in e.values() if p.get("host")})
     return "\n\n".join([
         "# Model zoo conformance (benchmarks/zoo.py)",
-        f"Host: {host['cpu']} ({host['cpu_flags']}), {host['logical_cores']} cores. Each model trained briefly on "
+        f"Host of the last run: {host['cpu']} ({host['cpu_flags']}), {host['logical_cores']} cores; rows measured "
+        f"on: {'; '.join(hosts)}. Each model trained briefly on "
         "digits, 360 validation digits; cells: status, agreement with PyTorch (PT2E when quantized) and, in "
         "brackets, with the float model.",
         "\n".join(totals),

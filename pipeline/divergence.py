@@ -211,7 +211,12 @@ def cosine(ref: np.ndarray, out: np.ndarray) -> float:
 
 
 def divergence_table(refs: list[RefTensor], tensors: dict[str, np.ndarray], min_sqnr_db: float) -> dict[str, Any]:
-    """Per matched layer SQNR and cosine in reference order, and the first layer below ``min_sqnr_db``."""
+    """Per matched layer SQNR and cosine in reference order, the first layer below ``min_sqnr_db``, the steepest drop.
+
+    Error accumulates with depth, so the first layer under the threshold can sit blocks after the one that broke:
+    mobilenet_v2 W8A8 on OpenVINO fell 9 dB at features.7.conv.2 and crossed 20 dB only at features.8.conv.1.0.
+    ``steepest_drop`` is the layer whose SQNR falls most below the layer before it (``drop_db``).
+    """
     # Quantize nodes hold integers in float clothing; their dequantize (attributed to the module it requantizes, see
     # _producer_module) is what an integer runtime's tensor equals, and the best match below picks it.
     by_name = {r.name: r for r in refs if _op(r.name) not in ("quantize_per_tensor", "quantize_per_channel")}
@@ -233,4 +238,12 @@ def divergence_table(refs: list[RefTensor], tensors: dict[str, np.ndarray], min_
             rows[best.name] = row
     ordered = sorted(rows.values(), key=lambda r: r["position"])
     first = next((r for r in ordered if r["sqnr_db"] < min_sqnr_db), None)
-    return {"layers": ordered, "matched": len(ordered), "min_sqnr_db": min_sqnr_db, "first_divergent": first}
+    return {"layers": ordered, "matched": len(ordered), "min_sqnr_db": min_sqnr_db, "first_divergent": first,
+            "steepest_drop": steepest_drop(ordered)}
+
+
+def steepest_drop(ordered: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row whose SQNR falls most below its predecessor's (with ``drop_db``); None without a fall."""
+    drops = [(prev["sqnr_db"] - row["sqnr_db"], row) for prev, row in zip(ordered, ordered[1:], strict=False)]
+    drop, row = max(drops, key=lambda d: d[0], default=(0.0, None))
+    return None if row is None or drop <= 0 else {**row, "drop_db": round(drop, 2)}

@@ -43,6 +43,8 @@ def test_a_perturbed_conv_is_the_first_divergent_layer(tmp_path, monkeypatch):
         assert (first["layer"], first["op"]) == ("3", "conv2d"), (label, first)
         before = [r for r in tables[label]["layers"] if r["position"] < first["position"]]
         assert before and all(r["sqnr_db"] >= 30 for r in before)  # the layers before it are still right
+        steep = tables[label]["steepest_drop"]
+        assert steep["node"] == first["node"] and steep["drop_db"] > 20, (label, steep)
     assert tables["litert"]["matched"] >= 3 and tables["litert"]["first_divergent"] is None
     assert "SQNR by depth" in (tmp_path / "run" / "report.html").read_text()
 
