@@ -94,7 +94,8 @@ def evaluate_gates(metrics: dict[str, Any], health: dict[str, Any], cfg: GateCon
     agree = metrics["top1_agreement_within_step" if within else "top1_agreement"]
     differ = metrics["differing_labels_within_step" if within else "differing_labels"]
     gate = _count_gate("top1_agreement_min", agree, differ, n, cfg.top1_agreement_min,
-                       "top-1 agreement (labels within one output step count)" if within else "top-1 agreement")
+                       "top-1 agreement (labels within one output step, or the reference's own under rounding-sized "
+                       "input perturbations, count)" if within else "top-1 agreement")
     results.append(_refused(gate, why))
 
     if vs_float is not None and isinstance(cfg.float_agreement_min, float | int):

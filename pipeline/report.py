@@ -61,6 +61,10 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for label, t in tables.items():
             ax.plot([r["position"] for r in t["layers"]], [r["sqnr_db"] for r in t["layers"]], marker="o", label=label)
+        floor = max(tables.values(), key=lambda t: len(t["layers"]))["layers"]
+        if any("floor_db" in r for r in floor):
+            ax.plot([r["position"] for r in floor], [r.get("floor_db") for r in floor], color="grey", linestyle=":",
+                    label="reference floor")
         ax.axhline(report["divergence"]["min_sqnr_db"], color="black", linestyle="--", label="threshold")
         ax.set_xlabel("depth (reference graph position)")
         ax.set_ylabel("SQNR vs reference, dB (200 = identical)")
@@ -88,14 +92,20 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+DIVERGENCE_COLUMNS = ["runtime", "layers matched", "first divergent layer", "op", "SQNR dB", "reference floor dB",
+                      "cosine", "tensor"]
+
+
 def _first_divergent_row(label: str, table: dict[str, Any]) -> list[Any]:
     if "error" in table:
-        return [label, 0, f"could not read its tensors: {table['error']}", None, None, None, None]
+        return [label, 0, f"could not read its tensors: {table['error']}", None, None, None, None, None]
     f = table["first_divergent"]
     if f is None:
         worst = min(table["layers"], key=lambda r: r["sqnr_db"], default=None)
-        return [label, table["matched"], "none", None, worst and worst["sqnr_db"], worst and worst["cosine"], None]
-    return [label, table["matched"], f["layer"], f["op"], f["sqnr_db"], f["cosine"], f["tensor"]]
+        return [label, table["matched"], "none", None, worst and worst["sqnr_db"], worst and worst.get("floor_db"),
+                worst and worst["cosine"], None]
+    return [label, table["matched"], f["layer"], f["op"], f["sqnr_db"], f.get("floor_db"), f["cosine"], f["tensor"]]
+
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -189,9 +199,9 @@ def render_html(report: dict[str, Any]) -> str:
     dv = r.get("divergence")
     if dv:
         parts.append(f"<h2>Layer-wise divergence ({dv['samples']} samples against the {html.escape(dv['reference'])}; "
-                     f"first layer below {dv['min_sqnr_db']:g} dB SQNR)</h2>" + _table(
-                         ["runtime", "layers matched", "first divergent layer", "op", "SQNR dB", "cosine", "tensor"],
-                         [_first_divergent_row(label, t) for label, t in dv["runtimes"].items()]))
+                     f"first layer below {dv['min_sqnr_db']:g} dB SQNR; reference floor: the reference against "
+                     f"itself with a rounding-sized input perturbation)</h2>" + _table(
+                         DIVERGENCE_COLUMNS, [_first_divergent_row(label, t) for label, t in dv["runtimes"].items()]))
     gate_rows = [[t["runtime"], g["gate"], g["value"], g["threshold"], "pass" if g["passed"] else "FAIL", g["detail"]]
                  for t in r["results"] if t.get("gated") for g in t.get("gates", [])]
     if gate_rows:
@@ -258,7 +268,7 @@ def divergence_summary(report: dict[str, Any]) -> Any:
     dv = report.get("divergence") or {"runtimes": {}, "min_sqnr_db": 0, "samples": 0, "reference": "reference"}
     t = Table(title=f"layer-wise divergence ({dv['samples']} samples vs the {dv['reference']}; "
                     f"first below {dv['min_sqnr_db']:g} dB)", title_justify="left")
-    for col in ("runtime", "layers matched", "first divergent layer", "op", "SQNR dB", "cosine", "tensor"):
+    for col in DIVERGENCE_COLUMNS:
         t.add_column(col)
     for label, table in dv["runtimes"].items():
         t.add_row(*[escape(_fmt(v)) for v in _first_divergent_row(label, table)])

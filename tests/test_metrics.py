@@ -219,3 +219,25 @@ def test_a_recipe_naming_one_quantized_gate_keeps_the_other_quantized_defaults()
     q = ValidateConfig(quantized_gates={"float_agreement_min": None}).quantized_gates
     assert q.float_agreement_min is None
     assert (q.top1_agreement_min, q.rel_max_err_max, q.cosine_min) == (0.995, None, "auto")  # not the fp32 gates'
+
+
+def test_a_label_the_reference_gives_under_rounding_noise_is_a_rounding_not_a_disagreement():
+    from edgeship.metrics import rounding_labels
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    x[0] = [1.0, 1.0 + 1e-7, 0.0, 0.0]  # a knife-edge sample: rounding-sized noise decides its label
+
+    def reference(inputs):  # a "network" whose logits are its inputs
+        return inputs
+
+    ref = reference(x)
+    mask = rounding_labels(reference, x, ref)
+    assert mask[0, :2].all() and mask[1:].sum() == 39  # only the knife-edge sample has two labels
+    out = ref.copy()
+    out[0] = [1.0 + 1e-7, 1.0, 0.0, 0.0]  # the runtime rounds the other way: the reference's own alternative
+    m = compare(out, ref, rounding=mask)
+    assert m["differing_labels"] == 1 and m["differing_labels_within_step"] == 0
+    # a label the reference never gives is a disagreement
+    out[1] = np.roll(ref[1], 1)
+    assert compare(out, ref, rounding=mask)["differing_labels_within_step"] == 1

@@ -74,6 +74,7 @@ class Evaluation:
     pytorch_latency: dict[str, Any] | None
     gates: GateConfig  # resolved: no "auto" left
     output_step: float = 0.0  # the quantized reference's output quantization step (0: float reference)
+    rounding: np.ndarray | None = None  # labels the quantized reference gives under rounding-sized perturbations
 
 
 class Evaluator:
@@ -114,7 +115,7 @@ class Evaluator:
         val = ev.splits.validation
         out = session.run(val.x)
         self.outputs[label] = out
-        metrics = compare(out, ev.reference, val.y, ev.output_step)
+        metrics = compare(out, ev.reference, val.y, ev.output_step, ev.rounding)
         vs_float = compare(out, ev.float_reference, val.y) if ev.float_reference is not None else None
         gates = evaluate_gates(metrics, ev.health, ev.gates, vs_float)
         result = {"metrics": metrics, "gates": [g.to_dict() for g in gates],

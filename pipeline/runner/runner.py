@@ -29,7 +29,7 @@ from edgeship.exporters import FORMATS, export_formats
 from edgeship.exporters.base import ExportContext
 from edgeship.exporters.failures import ExportFailure
 from edgeship.inference import predict
-from edgeship.metrics import allowed_count, reference_health
+from edgeship.metrics import ROUNDING_NOISE, allowed_count, reference_health, rounding_labels
 from edgeship.models import build_model, load_weights
 from edgeship.recipe import GateConfig, Recipe
 from edgeship.runner.assemble import assemble_report, failed_gates
@@ -109,7 +109,7 @@ class Runner:
             if (state.spec.mean, state.spec.std) != (spec.mean, spec.std):  # quantize.pixel_input: [0, 1] pixels
                 splits, spec = splits.as_pixels(spec.mean, spec.std), state.spec
             model = eval_mode(state.model)
-            reference, float_reference, health = self.references(state, splits)
+            reference, float_reference, health, rounding = self.references(state, splits)
             artifacts = self.export(model, spec, state.quantizer) if "export" in self.phases else {}
             op_check = self.evaluator.check_ops(state, splits, artifacts) if recipe.check.enabled else None
             twins = self.export_twins(state, stages, artifacts)
@@ -117,7 +117,7 @@ class Runner:
             gates = self.evaluator.gate_config(state.quantized, min((b.weight_bits for b in state.bits or ()),
                                                                     default=None))
             ev = Evaluation(splits, reference, float_reference, health, pytorch_latency, gates,
-                            health.get("output_step", 0.0))
+                            health.get("output_step", 0.0), rounding)
             results = [self.evaluator.measure(row, ev, {name: by_format[row.artifact.format]
                                                         for name, by_format in twins.items()
                                                         if row.artifact.format in by_format})
@@ -263,18 +263,25 @@ class Runner:
         return state, records
 
     # -- references, exports, twins ----------------------------------------------------------------------------
-    def references(self, state: ModelState, splits: Splits) -> tuple[Any, Any, dict[str, Any]]:
-        """The reference logits (PT2E model when quantized), the float model's (quantized runs) and their health."""
+    def references(self, state: ModelState, splits: Splits) -> tuple[Any, Any, dict[str, Any], Any]:
+        """The reference logits (PT2E model when quantized), the float model's (quantized runs), their health.
+
+        Quantized runs also get ``rounding_labels``: the labels the PT2E model gives under rounding-sized input
+        perturbations, which the agreement gate accepts like two logits one output step apart.
+        """
         batch = self.recipe.data.batch_size
         reference = predict(state.model, splits.validation.x, batch)
         float_reference = predict(state.float_model, splits.validation.x, batch) if state.quantized else None
         health = reference_health(reference, output_step(state.model) if state.quantized else 0.0)
+        rounding = None
         if float_reference is not None:
             health["float"] = reference_health(float_reference)
+            rounding = rounding_labels(lambda x: predict(state.model, x, batch), splits.validation.x, reference)
+            health["rounding_unstable_count"] = int((rounding.sum(1) > 1).sum())
         if health["single_class"] and not health["constant"]:
             self.notes.append("the reference predicts one class for every validation sample: top-1 agreement "
                               "is weak evidence; the error gates carry the weight")
-        return reference, float_reference, health
+        return reference, float_reference, health, rounding
 
     def export(self, model: torch.nn.Module, spec: InputSpec, quantizer: Any = None,
                subdir: str = "artifacts") -> dict[str, Artifact]:
@@ -353,7 +360,12 @@ class Runner:
         Written when a gated row fails (for every row, so the healthy runtimes show what the failing one
         should look like) and for ``edgeship debug``.
         """
-        from edgeship.divergence import divergence_table, reference_tensors, runtime_tensors
+        from edgeship.divergence import (
+            divergence_table,
+            reference_floor,
+            reference_tensors,
+            runtime_tensors,
+        )
 
         failed = any(r.get("gated") and r.get("status") == "fail" for r in results)
         if not self.evaluator.validating or not artifacts or not (failed or self.debug_rows is not None):
@@ -361,6 +373,7 @@ class Runner:
         self.log(f"divergence: intermediate tensors of {DEBUG_SAMPLES} samples, layer by layer")
         x = splits.validation.x[:DEBUG_SAMPLES]
         refs = reference_tensors(model, x)
+        floor = reference_floor(model, x, refs)
         wanted = {r.name for r in refs}
         threshold = self.recipe.validate_.divergence_min_sqnr_db
         tables: dict[str, Any] = {}
@@ -373,14 +386,15 @@ class Runner:
             except Exception as e:  # a diagnostic: one runtime that cannot expose its tensors is reported
                 tables[row.label] = {"error": f"{type(e).__name__}: {plain(str(e), 2)}"}
                 continue
-            table = divergence_table(refs, tensors, threshold)
+            table = divergence_table(refs, tensors, threshold, floor)
             tables[row.label] = table
             first = table["first_divergent"]
             self.log(f"divergence {row.label}: {table['matched']} layers matched; " + (
-                f"first below {threshold:g} dB: {first['layer']} ({first['op']}, {first['sqnr_db']} dB)"
+                f"first below {threshold:g} dB: {first['layer']} ({first['op']}, {first['sqnr_db']} dB; "
+                f"reference floor {first.get('floor_db')} dB)"
                 if first else f"none below {threshold:g} dB"))
         return {"samples": len(x), "reference": "PT2E model" if quantized else "PyTorch model",
-                "min_sqnr_db": threshold, "runtimes": tables}
+                "min_sqnr_db": threshold, "floor_noise": ROUNDING_NOISE, "runtimes": tables}
 
     def time_pytorch(self, state: ModelState) -> dict[str, Any] | None:
         """PyTorch eager fp32 latency (the float model of a quantized run), when timing."""

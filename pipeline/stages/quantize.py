@@ -91,7 +91,14 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
     from edgeship.core.standalone_bn import standalone_batch_norms_to_depthwise
-    from edgeship.quant.pt2e import build_quantizer, calibrate, dynamic_batch_export, finish, overflow_fix_enabled
+    from edgeship.quant.pt2e import (
+        build_quantizer,
+        calibrate,
+        dynamic_batch_export,
+        finish,
+        overflow_fix_enabled,
+        release_graph_caches,
+    )
 
     if not np.isfinite(ctx.splits.calibration.x).all():
         raise DataError("quantize: the calibration data contains NaN or Inf values")
@@ -121,7 +128,9 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
             with captured_output(log):  # prepare folds BatchNorm into the convolutions (of a copy: ptq runs again)
                 prepared = prepare_pt2e(copy.deepcopy(graph), build_quantizer(cfg, bits, float_layers, stem))
             calibrate(prepared, calib)
-            return finish(prepared)
+            converted = finish(prepared)
+            release_graph_caches()  # accuracy control quantizes once per layer: each graph would stay cached
+            return converted
 
         if cfg.accuracy_control is None:
             converted = ptq(table)
