@@ -251,9 +251,9 @@ def markdown(payload: dict[str, Any]) -> str:
         "# Model zoo conformance (benchmarks/zoo.py)",
         f"Host of the last run: {host['cpu']} ({host['cpu_flags']}), {host['logical_cores']} cores; rows measured "
         f"on: {'; '.join(hosts)}. Each model trained briefly on "
-        "digits, 360 validation digits; cells: status, agreement with PyTorch (PT2E when quantized; labels within "
-        "one output step of the reference's top-1 count as agreeing, as the gate judges them) and, in brackets, "
-        "with the float model.",
+        "digits, 360 validation digits; cells: status, agreement with PyTorch (PT2E when quantized; as the gate "
+        "judges it: labels within one output step of the reference's top-1, or the reference's own under "
+        "rounding-sized input noise, agree) and, in brackets, with the float model.",
         "\n".join(totals),
         md_table(["model", "precision", "epochs", *GATED, "reference accuracy", "seconds"], rows),
         "## Failures", md_table(["model", "precision", "runtime", "class"], failures) if failures else "none"])
