@@ -20,6 +20,7 @@ earlier results and cached weights no longer count, and only that model runs aga
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -52,8 +53,6 @@ class ZooModel:
 
     def key(self) -> str:
         """A short content hash of the training protocol: the name of its cached weights."""
-        import hashlib
-
         return hashlib.sha256(json.dumps([PROTOCOL, asdict(self)], sort_keys=True).encode()).hexdigest()[:10]
 
 

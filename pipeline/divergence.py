@@ -37,18 +37,27 @@ class RefTensor:
     users: tuple[str, ...] = ()  # the nearest recorded tensors computed from it (the data flow, downstream)
 
 
-def reference_tensors(model: Any, x: np.ndarray) -> list[RefTensor]:
-    """Every tensor-valued node output of ``model`` (an fx GraphModule, else ``torch.export``-ed) on ``x``."""
+def reference_graph(model: Any, x: np.ndarray) -> Any:
+    """``model`` as the fx graph the tables walk: a PT2E model as it is, any other ``torch.export``-ed on ``x``."""
     import torch
-    from torch.fx import GraphModule, Interpreter
+    from torch.fx import GraphModule
+
+    if isinstance(model, GraphModule):
+        return model
+    # Decomposed as the ONNX exporter decomposes it, so node names match the artifact's tensor names
+    # ("_native_batch_norm_legit_no_training", "getitem"); a PT2E model already is such a graph.
+    return torch.export.export(model, (torch.from_numpy(np.ascontiguousarray(x)),)).run_decompositions().module()
+
+
+def reference_tensors(model: Any, x: np.ndarray) -> list[RefTensor]:
+    """Every tensor-valued node output of ``model`` (``reference_graph`` of it) on ``x``."""
+    import torch
+    from torch.fx import Interpreter
 
     from edgeship.core.graph import node_module
 
     inp = torch.from_numpy(np.ascontiguousarray(x))
-    # Decomposed as the ONNX exporter decomposes it, so node names match the artifact's tensor names
-    # ("_native_batch_norm_legit_no_training", "getitem"); a PT2E model already is such a graph.
-    gm = model if isinstance(model, GraphModule) else (
-        torch.export.export(model, (inp,)).run_decompositions().module())
+    gm = reference_graph(model, x)
     values: dict[str, Any] = {}
 
     class Recorder(Interpreter):
@@ -73,6 +82,8 @@ def reference_tensors(model: Any, x: np.ndarray) -> list[RefTensor]:
 
 def reference_floor(model: Any, x: np.ndarray, refs: list[RefTensor]) -> dict[str, float]:
     """Per reference tensor, the SQNR of the reference against itself with its input × (1 + 1e-6·N(0, 1)).
+
+    ``model``: the ``reference_graph`` that gave ``refs`` (a float model would be exported again).
 
     A one-level rounding flip in a quantized network grows with depth: inception_v3 at W8A8 against itself, after
     this perturbation, is at 17.8 dB at the first layer where every runtime fell under 20 dB (16-18 dB there). A

@@ -101,11 +101,11 @@ def _first_divergent_row(label: str, table: dict[str, Any]) -> list[Any]:
         return [label, 0, f"could not read its tensors: {table['error']}", None, None, None, None, None]
     f = table["first_divergent"]
     if f is None:
-        worst = min(table["layers"], key=lambda r: r["sqnr_db"], default=None)
+        # recovered rows are tensors matched to the wrong reference: the worst is among the others
+        worst = min((r for r in table["layers"] if not r.get("recovered")), key=lambda r: r["sqnr_db"], default=None)
         return [label, table["matched"], "none", None, worst and worst["sqnr_db"], worst and worst.get("floor_db"),
                 worst and worst["cosine"], None]
     return [label, table["matched"], f["layer"], f["op"], f["sqnr_db"], f.get("floor_db"), f["cosine"], f["tensor"]]
-
 
 
 def render_html(report: dict[str, Any]) -> str:

@@ -66,9 +66,8 @@ def test_debug_command_tables_a_run_that_passed(tmp_path, capsys):
     assert report["divergence"]["runtimes"]["litert"]["matched"] >= 3
 
 
-def _rows(*sqnrs: float, cosines: dict[int, float] | None = None) -> list[dict]:
-    return [{"layer": f"l{i}", "node": f"n{i}", "position": i, "sqnr_db": s, "cosine": (cosines or {}).get(i, 0.9999)}
-            for i, s in enumerate(sqnrs)]
+def _rows(*sqnrs: float) -> list[dict]:
+    return [{"layer": f"l{i}", "node": f"n{i}", "position": i, "sqnr_db": s} for i, s in enumerate(sqnrs)]
 
 
 def test_steepest_drop_ignores_falls_from_exact_agreement():

@@ -363,6 +363,7 @@ class Runner:
         from edgeship.divergence import (
             divergence_table,
             reference_floor,
+            reference_graph,
             reference_tensors,
             runtime_tensors,
         )
@@ -372,8 +373,9 @@ class Runner:
             return None
         self.log(f"divergence: intermediate tensors of {DEBUG_SAMPLES} samples, layer by layer")
         x = splits.validation.x[:DEBUG_SAMPLES]
-        refs = reference_tensors(model, x)
-        floor = reference_floor(model, x, refs)
+        graph = reference_graph(model, x)  # exported once for both passes
+        refs = reference_tensors(graph, x)
+        floor = reference_floor(graph, x, refs)
         wanted = {r.name for r in refs}
         threshold = self.recipe.validate_.divergence_min_sqnr_db
         tables: dict[str, Any] = {}
