@@ -92,6 +92,31 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _accuracy_control_html(index: int, ac: dict[str, Any]) -> str:
+    """Each fallback step with the agreement it reached on the PT2E model and the runtimes, and its latency cost."""
+    runtimes = list(ac.get("runtimes") or ac.get("baseline_runtimes") or {})
+
+    def on(measured: dict[str, Any] | None, label: str) -> Any:
+        v = (measured or {}).get(label)
+        return v if not isinstance(v, dict) else v.get("agreement", "not measured")
+
+    rows = [["plain quantization", "", ac["baseline_agreement"],
+             *(on(ac.get("baseline_runtimes"), k) for k in runtimes)]]
+    rows += [[f["layer"], f["change"], f["agreement"], *(on(f.get("runtimes"), k) for k in runtimes)]
+             for f in ac["fallback"]]
+    verdict = (f"Target: agreement with the float model &ge; {_fmt(ac['target_agreement'])} on "
+               f"{ac['held_out_rows']} held-out rows ({html.escape(str(ac.get('rows', '')))}), on the PT2E model"
+               + (" and every gated runtime" if runtimes else "") + f": <b>{'met' if ac['met'] else 'not met'}</b>.")
+    out = (f"<h2>Accuracy control (stage {index})</h2><p>{verdict}</p>"
+           + _table(["layer that fell back", "change", "PT2E agreement", *runtimes], rows))
+    cost = ac.get("latency_cost") or {}
+    if cost:
+        out += "<p>What the fallback cost in latency (probe timing, same runtime):</p>" + _table(
+            ["runtime", "plain p50 ms", "with fallback p50 ms", "ratio"],
+            [[k, v["before_p50_ms"], v["after_p50_ms"], v["ratio"]] for k, v in cost.items()])
+    return out
+
+
 DIVERGENCE_COLUMNS = ["runtime", "layers matched", "first divergent layer", "op", "SQNR dB", "reference floor dB",
                       "cosine", "tensor"]
 
@@ -159,6 +184,9 @@ def render_html(report: dict[str, Any]) -> str:
               t["metrics_vs_float"]["sqnr_db"], t["metrics_vs_float"].get("accuracy"),
               t.get("latency", {}).get("p50"), t.get("fp32_latency", {}).get("p50"), t.get("speedup_vs_fp32")]
              for t in r["results"] if "metrics_vs_float" in t]))
+    for s in r["stages"]:
+        if "accuracy_control" in s["metrics"]:
+            parts.append(_accuracy_control_html(s["index"], s["metrics"]["accuracy_control"]))
     for s in r["stages"]:
         if s["type"] != "prune":
             continue

@@ -61,6 +61,9 @@ class StageContext:
     log: Any  # callable(str) -> None
     resume: bool = False
     fingerprint: str = ""
+    # ``probe(model, spec, quantizer, x, workdir)``: the model exported as the run will export it and run on
+    # every gated runtime (``edgeship.runner.probe``); None when the run exports or validates nothing.
+    probe: Any = None
 
 
 @dataclass

@@ -338,10 +338,65 @@ def test_accuracy_control_falls_back_the_most_sensitive_layers_on_control_rows(t
     assert control["fallback"][-1]["agreement"] > control["baseline_agreement"]
     bits = {b["name"]: b for b in quant["bits"]}
     assert all(bits[f["layer"]]["weight_bits"] == 8 for f in control["fallback"])
+    # The runtimes were measured too: the plain quantization and the decision, each on the gated runtime.
+    assert set(control["baseline_runtimes"]) == set(control["runtimes"]) == {"onnxruntime"}
+    final = control["runtimes"]["onnxruntime"]["agreement"]
+    assert control["met"] == (final >= control["target_agreement"] <= control["agreement"])
+    assert control["latency_cost"] == {}  # not timed: latency.enabled is off in this recipe
+    assert "<h2>Accuracy control (stage 2)</h2>" in (tmp_path / "run" / "report.html").read_text()
+    assert not list((tmp_path / "run" / "stages" / "02-quantize").glob("probe-*"))  # probe files are gone
     # The decision is saved: a resumed run rebuilds the same quantizer.
     saved = json.loads((tmp_path / "run" / "stages" / "02-quantize" / "accuracy_control.json").read_text())
     assert {b["name"] for b in saved["bits"] if b["reason"] == "accuracy control"} == {
         f["layer"] for f in control["fallback"]}
+
+
+def test_accuracy_control_does_not_accept_a_candidate_one_runtime_misses():
+    """The PT2E model meets the target after one fallback; the runtime only after two. The first candidate is
+    measured on the runtime, refused, and the next layer falls back; with one fallback allowed the target is
+    reported as not met. The 'runtime' here computes what a runtime rounding differently would: the PT2E
+    candidate's logits with extra noise on the layers still quantized."""
+    import torch
+
+    from edgeship.quant.accuracy import accuracy_control
+    from edgeship.quant.bits import LayerBits
+    from edgeship.quant.config import AccuracyControl
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 8)).astype(np.float32)
+    float_model = torch.nn.Linear(8, 4).eval()
+    clean = float_model(torch.from_numpy(x)).detach().numpy()
+    noise = rng.standard_normal(clean.shape).astype(np.float32)
+    table = [LayerBits(n, "Conv2d", 8, 8, "global") for n in ("a", "b", "c")]
+
+    class Quantized(torch.nn.Module):  # the float model plus noise that shrinks with each layer left in float
+        def __init__(self, quantized_layers: int, scale: float) -> None:
+            super().__init__()
+            self.amount = quantized_layers * scale
+
+        def forward(self, t):
+            return float_model(t) + self.amount * torch.from_numpy(noise[: len(t)])
+
+    def quantize(bits, float_layers):
+        return Quantized(len(bits) - len(float_layers), 0.001 if float_layers else 1.0)
+
+    def probe(model, plan):  # one runtime: extra noise until two layers are float
+        extra = 0.0 if len(plan.float_layers) >= 2 else 1.0
+        return {"litert": {"logits": clean + (model.amount + extra) * noise, "p50_ms": 1.0 + len(plan.float_layers)}}
+
+    cfg = AccuracyControl(max_drop=0.005, max_fallback_layers=3)
+    _, plan, report = accuracy_control(cfg, table, quantize, float_model, x, lambda _m: None, probe)
+    assert report["met"] and len(plan.float_layers) == 2
+    first, second = report["fallback"]
+    assert first["agreement"] >= report["target_agreement"] > first["runtimes"]["litert"]  # PT2E yes, runtime no
+    assert second["runtimes"]["litert"] >= report["target_agreement"]
+    assert report["baseline_runtimes"]["litert"]["agreement"] < report["target_agreement"]
+    assert report["latency_cost"]["litert"] == {"before_p50_ms": 1.0, "after_p50_ms": 3.0, "ratio": 3.0}
+
+    _, plan, report = accuracy_control(cfg.model_copy(update={"max_fallback_layers": 1}), table, quantize,
+                                       float_model, x, lambda _m: None, probe)
+    assert not report["met"] and len(plan.float_layers) == 1  # the PT2E model alone would have said met
+    assert report["agreement"] >= report["target_agreement"] > report["runtimes"]["litert"]["agreement"]
 
 
 def test_accuracy_control_moves_an_8_bit_layer_to_float_and_needs_ptq():

@@ -49,15 +49,15 @@ def rows_for(recipe: Recipe, artifacts: dict[str, Artifact]) -> list[Row]:
     for fmt, artifact in artifacts.items():
         listed = recipe.validate_.runtimes.get(fmt, [])
         for spec in listed:
-            rows.append(Row(label=_label(spec, fmt), runtime=spec, artifact=artifact))
+            rows.append(Row(label=row_label(spec, fmt), runtime=spec, artifact=artifact))
         if recipe.validate_.cross_check:
             named = {parse_runtime(spec)[0].name for spec in listed}
-            rows += [Row(label=_label(name, fmt), runtime=name, artifact=artifact, cross=True)
+            rows += [Row(label=row_label(name, fmt), runtime=name, artifact=artifact, cross=True)
                      for name, runtime in RUNTIMES.items() if fmt in runtime.formats and name not in named]
     return rows
 
 
-def _label(spec: str, fmt: str) -> str:
+def row_label(spec: str, fmt: str) -> str:
     """``spec`` on a format of its own (the plain name), else ``spec(fmt)``: ``openvino(onnx)``."""
     runtime, _ = parse_runtime(spec)
     return spec if runtime.formats[0] == fmt else f"{spec}({fmt})"

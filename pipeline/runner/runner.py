@@ -34,6 +34,7 @@ from edgeship.models import build_model, load_weights
 from edgeship.recipe import GateConfig, Recipe
 from edgeship.runner.assemble import assemble_report, failed_gates
 from edgeship.runner.evaluation import Evaluation, Evaluator, quantization_summary, rows_for
+from edgeship.runner.probe import RuntimeProbe
 from edgeship.runner.rundir import Manifest, hash_json, state_dict_hash
 from edgeship.stage import ModelState, StageContext
 from edgeship.stages import build_stage
@@ -222,6 +223,9 @@ class Runner:
         # The model before compression: distill's default teacher and the pruned run's timed baseline.
         needs_reference = any(s.needs_reference for s in stages)
         records = []
+        # Accuracy control measures its candidates on the runtimes the run validates on (rank 0 only exports).
+        probe = (RuntimeProbe(self.recipe, self.run_dir, self.log, self.evaluator.timing)
+                 if self.main and "export" in self.phases and self.evaluator.validating else None)
         for i, stage in enumerate(stages, start=1):
             key = hash_json({"stage": stage.config.model_dump(), "input": prev_key, "data": data_key,
                              "seed": self.recipe.seed, "versions": library_versions()})
@@ -231,7 +235,7 @@ class Runner:
                 self.notes.append(f"stage {i} {stage.name} recomputed on --resume: {why_not}")
                 self.log(f"note: {self.notes[-1]}")
             ctx = StageContext(workdir=workdir, splits=splits, seed=self.recipe.seed, log=self.log,
-                               resume=self.resume, fingerprint=key)
+                               resume=self.resume, fingerprint=key, probe=probe)
             if needs_reference and not stage.makes_input and state.reference is None:
                 state.reference = copy.deepcopy(state.model).eval()
             if cached:

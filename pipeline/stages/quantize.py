@@ -135,7 +135,8 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
         if cfg.accuracy_control is None:
             converted = ptq(table)
         else:
-            converted, table, float_layers, control = controlled_ptq(cfg, table, ptq, float_model, ctx)
+            converted, table, float_layers, control = controlled_ptq(
+                cfg, table, ptq, float_model, ctx, pixels.spec if pixels else state.spec, stem)
             quantizer = build_quantizer(cfg, table, float_layers, stem)
         history = []
     else:
@@ -198,11 +199,15 @@ def pixel_plan(cfg: QuantizeConfig, state: ModelState, ctx: StageContext) -> Pix
 FALLBACK_FILE = "accuracy_control.json"  # the fallback decision, so a resumed run rebuilds the same quantizer
 
 
-def controlled_ptq(cfg: QuantizeConfig, table: list, ptq: Any, float_model: torch.nn.Module,
-                   ctx: StageContext) -> tuple[torch.nn.Module, list, frozenset[str], dict[str, Any]]:
-    """PTQ under ``cfg.accuracy_control`` on held-out calibration-source rows; the decision is saved for resume."""
+def controlled_ptq(cfg: QuantizeConfig, table: list, ptq: Any, float_model: torch.nn.Module, ctx: StageContext,
+                   spec: InputSpec, stem: str | None) -> tuple[torch.nn.Module, list, frozenset[str], dict[str, Any]]:
+    """PTQ under ``cfg.accuracy_control`` on held-out calibration-source rows; the decision is saved for resume.
+
+    With the run's runtime probe (``ctx.probe``), candidates are measured on every gated runtime as well.
+    """
     from edgeship.core.io import atomic_write_json
-    from edgeship.quant.accuracy import accuracy_control
+    from edgeship.quant.accuracy import Plan, accuracy_control
+    from edgeship.quant.pt2e import build_quantizer
 
     assert cfg.accuracy_control is not None
     held, trained_on = ctx.splits.held_out_rows(cfg.accuracy_control.rows)
@@ -212,7 +217,12 @@ def controlled_ptq(cfg: QuantizeConfig, table: list, ptq: Any, float_model: torc
     if trained_on:
         ctx.log("  note: accuracy control measures on rows the model may have been trained on (optimistic); "
                 "data.control_samples keeps rows out of training")
-    converted, plan, report = accuracy_control(cfg.accuracy_control, table, ptq, float_model, held.x, ctx.log)
+    def probe(model: torch.nn.Module, plan: Plan) -> dict[str, dict[str, Any]]:
+        return ctx.probe(model, spec, build_quantizer(cfg, plan.table, plan.float_layers, stem), held.x,
+                         ctx.workdir)
+
+    converted, plan, report = accuracy_control(cfg.accuracy_control, table, ptq, float_model, held.x, ctx.log,
+                                               probe if ctx.probe is not None else None)
     report["rows"] = held.origin + (" (train rows: optimistic after a train stage)" if trained_on else "")
     atomic_write_json(ctx.workdir / FALLBACK_FILE, {"float_layers": sorted(plan.float_layers),
                                                     "bits": [vars(b) for b in plan.table]})

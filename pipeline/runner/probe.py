@@ -1,0 +1,73 @@
+"""Runtime probes: export a candidate model the way the run will, and run it on every gated runtime.
+
+Accuracy control decides which layers fall back; a decision the PT2E model meets can still miss on a runtime
+that rounds differently, so each candidate that meets the target on the PT2E model is exported to the recipe's
+formats and measured on its gated runtimes before it is accepted. The probe's files live in a temporary folder
+under the stage's work directory and are gone when it returns: only the figures are kept.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeship.core.artifact import InputSpec
+from edgeship.core.errors import plain
+from edgeship.core.io import captured_output
+from edgeship.exporters import FORMATS, export_formats
+from edgeship.exporters.base import ExportContext
+from edgeship.recipe import Recipe
+from edgeship.runner.evaluation import row_label, rows_for
+from edgeship.targets import open_session
+
+PROBE_LATENCY_RUNS = 20  # enough for a p50 to compare two candidates, a fraction of the report's own timing
+
+
+class RuntimeProbe:
+    """Measure a model on every gated row of ``recipe``: its logits on given rows and, when timing, its p50."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, log: Callable[[str], None], timing: bool) -> None:
+        self.recipe, self.run_dir, self.log, self.timing = recipe, run_dir, log, timing
+
+    def __call__(self, model: torch.nn.Module, spec: InputSpec, quantizer: Any, x: np.ndarray,
+                 workdir: Path) -> dict[str, dict[str, Any]]:
+        """Per row label: ``{"logits": array}`` (+ ``"p50_ms"`` when timing), or ``{"error": message}``.
+
+        A format that fails to convert or a runtime that fails to run is reported in its rows, not raised: the
+        run's own export and validation report it properly.
+        """
+        exp = self.recipe.export
+        lat = self.recipe.latency
+        workdir.mkdir(parents=True, exist_ok=True)
+        results: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory(prefix="probe-", dir=workdir) as tmp:
+            failures: dict[str, str] = {}
+            ctx = ExportContext(out_dir=Path(tmp), log_dir=Path(tmp), quantizer=quantizer,
+                                dynamic_batch=exp.dynamic_batch)
+            artifacts = export_formats(model, spec, ctx, exp.formats, {n: getattr(exp, n) for n in FORMATS},
+                                       on_failed=lambda f: failures.__setitem__(f.format, f.summary))
+            for fmt, why in failures.items():
+                for runtime in self.recipe.validate_.runtimes.get(fmt, []):
+                    results[row_label(runtime, fmt)] = {"error": f"{fmt} export failed: {why}"}
+            for row in rows_for(self.recipe, artifacts):
+                if row.cross:
+                    continue
+                try:
+                    session, gated = open_session(row.runtime, row.artifact, lat.threads)
+                    if not gated:
+                        continue
+                    with captured_output(self.run_dir / "logs" / "runtimes.log"):
+                        session.load()
+                    entry: dict[str, Any] = {"logits": session.run(x)}
+                    if self.timing:
+                        sample = x[: max(row.artifact.batch, 1)]
+                        entry["p50_ms"] = session.latency(sample, lat.warmup, PROBE_LATENCY_RUNS).p50
+                except Exception as e:  # a probe: the run's own validation reports this runtime's failure
+                    entry = {"error": f"{type(e).__name__}: {plain(str(e), 1)}"}
+                results[row.label] = entry
+        return results
