@@ -97,8 +97,7 @@ def _accuracy_control_html(index: int, ac: dict[str, Any]) -> str:
     runtimes = list(ac.get("runtimes") or ac.get("baseline_runtimes") or {})
 
     def on(measured: dict[str, Any] | None, label: str) -> Any:
-        v = (measured or {}).get(label)
-        return v if not isinstance(v, dict) else v.get("agreement", "not measured")
+        return None if measured is None else measured.get(label, {}).get("agreement", "not measured")
 
     rows = [["plain quantization", "", ac["baseline_agreement"],
              *(on(ac.get("baseline_runtimes"), k) for k in runtimes)]]

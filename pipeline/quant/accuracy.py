@@ -112,40 +112,36 @@ def accuracy_control(cfg: AccuracyControl, table: list[LayerBits], quantize: Qua
         f"(target {target:.4f})")
     baseline = _on_runtimes(probe, model, plan, float_logits, log) if probe else None
     report["baseline_runtimes"] = baseline
-    measured, measured_plan = baseline, plan
+    measured, measured_plan = baseline, plan  # the last runtime figures, and the plan they were measured on
 
-    def done() -> tuple[nn.Module, Plan, dict[str, Any]]:
-        nonlocal measured, measured_plan
-        if probe and measured_plan is not plan:  # the last candidate never reached the runtimes: report them
-            measured, measured_plan = _on_runtimes(probe, model, plan, float_logits, log), plan
-        met = agreement >= target and _holds(measured, target)
-        extra = {"runtimes": measured,
-                 "latency_cost": _latency_cost(baseline, measured) if measured is not baseline else {}} if probe else {}
-        return model, plan, {**report, "agreement": agreement, "met": met, **extra}
+    if not (agreement >= target and _holds(baseline, target)) and cfg.max_fallback_layers > 0:
+        sensitivity = []
+        for i, lb in enumerate(table):
+            trial = plan.fall_back(lb.name)
+            a, e = _score(quantize(trial.table, trial.float_layers), x, float_logits)
+            sensitivity.append({"layer": lb.name, "agreement_gain": a - agreement, "error_reduction": err - e})
+            log(f"  accuracy control: sensitivity {i + 1}/{len(table)} {lb.name}: +{a - agreement:.4f} agreement")
+        sensitivity.sort(key=lambda s: (s["agreement_gain"], s["error_reduction"]), reverse=True)
+        report["sensitivity"] = sensitivity[:16]
 
-    if (agreement >= target and _holds(baseline, target)) or cfg.max_fallback_layers == 0:
-        return done()
+        for s in sensitivity[:cfg.max_fallback_layers]:
+            before, plan = plan, plan.fall_back(s["layer"])
+            model = quantize(plan.table, plan.float_layers)
+            agreement, err = _score(model, x, float_logits)
+            step = {"layer": s["layer"], "change": plan.change(s["layer"], before), "agreement": agreement,
+                    "relative_error": err}
+            log(f"  accuracy control: {s['layer']} {step['change']}: agreement {agreement:.4f}")
+            if agreement >= target and probe:
+                measured, measured_plan = _on_runtimes(probe, model, plan, float_logits, log), plan
+                step["runtimes"] = measured
+            report["fallback"].append(step)
+            if agreement >= target and _holds(measured, target):
+                break
 
-    sensitivity = []
-    for i, lb in enumerate(table):
-        trial = plan.fall_back(lb.name)
-        a, e = _score(quantize(trial.table, trial.float_layers), x, float_logits)
-        sensitivity.append({"layer": lb.name, "agreement_gain": a - agreement, "error_reduction": err - e})
-        log(f"  accuracy control: sensitivity {i + 1}/{len(table)} {lb.name}: +{a - agreement:.4f} agreement")
-    sensitivity.sort(key=lambda s: (s["agreement_gain"], s["error_reduction"]), reverse=True)
-    report["sensitivity"] = sensitivity[:16]
-
-    for s in sensitivity[:cfg.max_fallback_layers]:
-        before, plan = plan, plan.fall_back(s["layer"])
-        model = quantize(plan.table, plan.float_layers)
-        agreement, err = _score(model, x, float_logits)
-        step = {"layer": s["layer"], "change": plan.change(s["layer"], before), "agreement": agreement,
-                "relative_error": err}
-        log(f"  accuracy control: {s['layer']} {step['change']}: agreement {agreement:.4f}")
-        if agreement >= target and probe:
-            measured, measured_plan = _on_runtimes(probe, model, plan, float_logits, log), plan
-            step["runtimes"] = {k: v.get("agreement") for k, v in measured.items()}
-        report["fallback"].append(step)
-        if agreement >= target and _holds(measured, target):
-            break
-    return done()
+    if probe and measured_plan is not plan:  # the last candidate never reached the runtimes: report them
+        measured = _on_runtimes(probe, model, plan, float_logits, log)
+    met = agreement >= target and _holds(measured, target)
+    if probe:
+        report["runtimes"] = measured
+        report["latency_cost"] = _latency_cost(baseline, measured) if measured is not baseline else {}
+    return model, plan, {**report, "agreement": agreement, "met": met}

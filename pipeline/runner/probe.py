@@ -9,7 +9,6 @@ under the stage's work directory and are gone when it returns: only the figures 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,20 @@ import torch
 
 from edgeship.core.artifact import InputSpec
 from edgeship.core.errors import plain
-from edgeship.core.io import captured_output
 from edgeship.exporters import FORMATS, export_formats
 from edgeship.exporters.base import ExportContext
-from edgeship.recipe import Recipe
-from edgeship.runner.evaluation import row_label, rows_for
-from edgeship.targets import open_session
+from edgeship.exporters.failures import ExportFailure
+from edgeship.runner.evaluation import Evaluator, row_label, rows_for
+from edgeship.targets import parse_runtime
 
 PROBE_LATENCY_RUNS = 20  # enough for a p50 to compare two candidates, a fraction of the report's own timing
 
 
 class RuntimeProbe:
-    """Measure a model on every gated row of ``recipe``: its logits on given rows and, when timing, its p50."""
+    """Measure a model on every gated row of the evaluator's recipe: logits on given rows, p50 when the run times."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, log: Callable[[str], None], timing: bool) -> None:
-        self.recipe, self.run_dir, self.log, self.timing = recipe, run_dir, log, timing
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
 
     def __call__(self, model: torch.nn.Module, spec: InputSpec, quantizer: Any, x: np.ndarray,
                  workdir: Path) -> dict[str, dict[str, Any]]:
@@ -41,30 +39,27 @@ class RuntimeProbe:
         A format that fails to convert or a runtime that fails to run is reported in its rows, not raised: the
         run's own export and validation report it properly.
         """
-        exp = self.recipe.export
-        lat = self.recipe.latency
-        workdir.mkdir(parents=True, exist_ok=True)
+        recipe = self.evaluator.recipe
+        exp, lat = recipe.export, recipe.latency
         results: dict[str, dict[str, Any]] = {}
+
+        def failed(f: ExportFailure) -> None:
+            for runtime in recipe.validate_.runtimes.get(f.format, []):
+                results[row_label(runtime, f.format)] = {"error": f"{f.format} export failed: {f.summary}"}
+
         with tempfile.TemporaryDirectory(prefix="probe-", dir=workdir) as tmp:
-            failures: dict[str, str] = {}
             ctx = ExportContext(out_dir=Path(tmp), log_dir=Path(tmp), quantizer=quantizer,
                                 dynamic_batch=exp.dynamic_batch)
             artifacts = export_formats(model, spec, ctx, exp.formats, {n: getattr(exp, n) for n in FORMATS},
-                                       on_failed=lambda f: failures.__setitem__(f.format, f.summary))
-            for fmt, why in failures.items():
-                for runtime in self.recipe.validate_.runtimes.get(fmt, []):
-                    results[row_label(runtime, fmt)] = {"error": f"{fmt} export failed: {why}"}
-            for row in rows_for(self.recipe, artifacts):
-                if row.cross:
+                                       on_failed=failed)
+            for row in rows_for(recipe, artifacts):
+                runtime, variant = parse_runtime(row.runtime)
+                if row.cross or (variant and not runtime.variants[variant].gated):
                     continue
                 try:
-                    session, gated = open_session(row.runtime, row.artifact, lat.threads)
-                    if not gated:
-                        continue
-                    with captured_output(self.run_dir / "logs" / "runtimes.log"):
-                        session.load()
+                    session, _ = self.evaluator.open(row.runtime, row.artifact)
                     entry: dict[str, Any] = {"logits": session.run(x)}
-                    if self.timing:
+                    if self.evaluator.timing:
                         sample = x[: max(row.artifact.batch, 1)]
                         entry["p50_ms"] = session.latency(sample, lat.warmup, PROBE_LATENCY_RUNS).p50
                 except Exception as e:  # a probe: the run's own validation reports this runtime's failure

@@ -224,8 +224,8 @@ class Runner:
         needs_reference = any(s.needs_reference for s in stages)
         records = []
         # Accuracy control measures its candidates on the runtimes the run validates on (rank 0 only exports).
-        probe = (RuntimeProbe(self.recipe, self.run_dir, self.log, self.evaluator.timing)
-                 if self.main and "export" in self.phases and self.evaluator.validating else None)
+        probes = self.main and "export" in self.phases and self.evaluator.validating
+        probe = RuntimeProbe(self.evaluator) if probes else None
         for i, stage in enumerate(stages, start=1):
             key = hash_json({"stage": stage.config.model_dump(), "input": prev_key, "data": data_key,
                              "seed": self.recipe.seed, "versions": library_versions()})
