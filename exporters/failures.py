@@ -24,6 +24,11 @@ KNOWN: tuple[tuple[re.Pattern[str], str], ...] = (
      "export.formats"),
 )
 NEEDS = re.compile(r"needs the (\w+) artifact, whose export failed")
+DATA_DEPENDENT = re.compile(r"GuardOnDataDependentSymNode|data-dependent expression")
+FRAME = re.compile(r"File: (\S+?):(\d+) in \w+, code: ([^\n]*)")  # torch.export's graph annotations
+DATA_DEPENDENT_HINT = ("the model branches on a tensor's value; an exported graph must be the same for every "
+                       "input: compute both sides and pick with torch.where (or torch.cond), or move the branch "
+                       "out of forward")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,13 @@ def diagnose(fmt: str, message: str, model: Any = None, example: Any = None) -> 
     if dependency:
         return ExportFailure(fmt, message, hint=f"converted from the {dependency.group(1)} artifact, whose export "
                                                 "failed: fix that format first")
+    # A converter that says torch.export failed may cut the reason short: torch.export's own message has it.
+    export_failed = model is not None and "torch.export" in message and not DATA_DEPENDENT.search(message)
+    own = export_error(model, example) if export_failed else message
+    if DATA_DEPENDENT.search(own):
+        site = user_frame(own) or (user_frame(export_error(model, example)) if model is not None else None)
+        return ExportFailure(fmt, message, "data-dependent control flow", (site,) if site else (),
+                             DATA_DEPENDENT_HINT)
     for pattern, hint in KNOWN:
         m = pattern.search(message)
         if m:
@@ -61,6 +73,34 @@ def diagnose(fmt: str, message: str, model: Any = None, example: Any = None) -> 
             modules = modules_calling(model, example, op) if model is not None and op.startswith("aten") else ()
             return ExportFailure(fmt, message, op, modules, hint)
     return ExportFailure(fmt, message)
+
+
+def user_frame(text: str) -> str | None:
+    """The first ``file:line (code)`` of torch.export's annotations that is the user's code, not torch's."""
+    for m in FRAME.finditer(text):
+        if "site-packages" not in m.group(1) and "/torch/" not in m.group(1):
+            return f"{m.group(1)}:{m.group(2)} ({m.group(3).strip()})"
+    return None
+
+
+def export_error(model: Any, example: Any) -> str:
+    """torch.export's own message for ``model`` (a converter's may be cut short); empty when it exports.
+
+    The user's frames of the traceback (non-strict export runs their forward) come first in torch's ``File:`` form,
+    innermost first, so ``user_frame`` finds the line that failed even when the message names none.
+    """
+    import traceback
+
+    import torch
+
+    try:
+        torch.export.export(model, (example,))
+    except Exception as e:  # the message is what we came for
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if f.filename != __file__ and "site-packages" not in f.filename and "/torch/" not in f.filename]
+        return "\n".join([*(f"File: {f.filename}:{f.lineno} in {f.name}, code: {f.line}" for f in frames[::-1]),
+                          str(e)])
+    return ""
 
 
 def modules_calling(model: Any, example: Any, op: str) -> tuple[str, ...]:

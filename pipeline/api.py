@@ -71,7 +71,9 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequenc
     if isinstance(recipe, Recipe):
         if not overrides:
             return recipe
-        recipe = recipe.dump()
+        overridden = load_recipe(recipe.dump(), overrides)
+        overridden._search_path = recipe.search_path  # still the recipe file's folder first
+        return overridden
     if isinstance(recipe, dict):
         data = copy.deepcopy(recipe)
         for o in overrides:

@@ -7,12 +7,13 @@ Exit codes: 0 ok · 1 internal · 2 bad recipe/arguments · 3 unsupported ops ·
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape  # user text (paths, module names) must never be read as console markup
 
@@ -26,6 +27,7 @@ from edgeship.core.errors import (
     EXIT_UNSUPPORTED,
     ConfigError,
     EdgeshipError,
+    plain,
 )
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 internal error, 2 bad recipe/arguments, 3 unsupported ops, "
                "4 validation gate failed, 5 corrupt or untrusted input")
     p.add_argument("--version", action="store_true", help="print the versions of edgeship, torch and the runtimes")
+    _global(p, top=True)
     sub = p.add_subparsers(dest="command")
     helps = {"run": "stages, export, validate and profile (the whole recipe)",
              "export": "stages and export only", "validate": "stages, export and validation (no profiling)",
@@ -88,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("run_dir", help="a directory an edgeship run wrote")
     g.add_argument("--runtime", action="append", default=[], help="a row of the report (litert, openvino(onnx), "
                                                                    "...); repeat for several (default: every row)")
-    g.add_argument("--debug", action="store_true", help="show tracebacks")
+    _global(g)
     c = sub.add_parser("check", help="lint a model or artifact against an op-support profile (exit 3 if violated)",
                        description="List every op a target cannot run, with a reason and a count per op, in one pass.")
     c.add_argument("model", help="an artifact (.onnx, .tflite, OpenVINO .xml), an exported program (.pt2), a recipe "
@@ -99,25 +102,32 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--num-classes", type=int, default=1000, help="classes for a model source (default 1000)")
     c.add_argument("--json", help="also write the result as JSON to this file")
     c.add_argument("--warn-only", action="store_true", help="exit 0 even when the profile is violated")
-    c.add_argument("--debug", action="store_true", help="show tracebacks")
+    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p
 
 
-def _run_check(args: argparse.Namespace, console: object) -> int:
-    import json
+def _global(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """Flags accepted before or after the subcommand (a subcommand's copy never resets the top-level one)."""
+    default = {"default": False} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the notes and every gate", **default)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines: only the verdict", **default)
+    p.add_argument("--json", dest="json_summary", action="store_true", **default,
+                   help="print a machine-readable summary on stdout (the table goes to stderr)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks", **default)
 
-    from rich.console import Console
 
+def _run_check(args: argparse.Namespace, console: Console) -> int:
     from edgeship.api import check
     from edgeship.opcheck import render
 
-    assert isinstance(console, Console)
     try:
         shape = [int(v) for v in args.input_shape.split(",")]
     except ValueError:
         raise ConfigError(f"--input-shape expects four positive integers N,C,H,W; got {args.input_shape!r}") from None
     report = check(args.model, profile=args.profile, input_shape=shape, num_classes=args.num_classes)
-    Console().print(render(report))
+    _output(args).print(render(report))
+    if args.json_summary:
+        print(json.dumps(report.to_dict(), indent=2))
     for note in report.notes:
         console.print(f"note: {escape(note)}")
     if args.json:
@@ -137,7 +147,7 @@ def _common(s: argparse.ArgumentParser) -> None:
                    help="override a recipe field, e.g. --set profile.threads=4 (repeatable)")
     s.add_argument("--out", help="run directory (default: <output_dir>/<name> from the recipe)")
     s.add_argument("--resume", action="store_true", help="reuse stages whose inputs and config are unchanged")
-    s.add_argument("--debug", action="store_true", help="show tracebacks")
+    _global(s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("edgeship: error: a command is required (run, export, validate, profile, check, demo)", file=sys.stderr)
         return EXIT_CONFIG
-    from rich.console import Console
+    from edgeship.core.console import progress_console
 
-    console = Console(stderr=True, highlight=False)
+    console = progress_console()
     warnings.simplefilter("ignore")  # library deprecation chatter; our own notes go into the report
     previous = signal.signal(signal.SIGTERM, _terminated)  # a CI cancel: clean up like Ctrl-C
     try:
@@ -177,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as e:
         traceback.print_exc() if args.debug else None
-        console.print(f"[bold red]internal error[/]: {escape(f'{type(e).__name__}: {e}')}\n"
+        console.print(f"[bold red]internal error[/]: {escape(f'{type(e).__name__}: {plain(str(e), 3)}')}\n"
                       "This is a bug in edgeship (or a library it drives); rerun with --debug for the traceback.",
                       soft_wrap=True)
         return EXIT_INTERNAL
@@ -193,18 +203,17 @@ def _terminated(_signum: int, _frame: object) -> None:
     raise Terminated
 
 
-def _execute(args: argparse.Namespace, console: object) -> int:
-    from rich.console import Console
-
+def _execute(args: argparse.Namespace, console: Console) -> int:
     from edgeship.api import load_recipe, run
+    from edgeship.core.console import elapsed, interactive
     from edgeship.training.trainer import is_main_process
 
-    assert isinstance(console, Console)
     if args.command == "check":
         return _run_check(args, console)
 
     def log(m: str) -> None:
-        console.print(f"  {escape(m)}", highlight=False)
+        if not args.quiet:  # a log has no live bars: each line says how long the run has taken
+            console.print(f"  {escape(m)}" if interactive() else f"{elapsed()} {escape(m)}", highlight=False)
 
     if args.command == "debug":
         from edgeship.api import debug
@@ -212,38 +221,75 @@ def _execute(args: argparse.Namespace, console: object) -> int:
 
         console.print(f"[bold]edgeship debug[/] {escape(args.run_dir)}")
         result = debug(args.run_dir, runtimes=args.runtime, log=log)
-        Console().print(divergence_summary(result.report))
-        return _verdict(result, console, (result.report.get("check") or {}).get("profile", ""))
+        _output(args).print(divergence_summary(result.report))
+        return _verdict(result, args, (result.report.get("check") or {}).get("profile", ""))
     recipe_path = demo_recipe() if args.command == "demo" else Path(args.recipe)
     recipe = load_recipe(recipe_path, args.overrides)
     out = args.out or Path(recipe.output_dir) / recipe.name
-    if is_main_process():
+    if is_main_process() and not args.quiet:
         console.print(f"[bold]edgeship[/] {escape(f'{recipe_path} -> {out}')}")
     result = run(recipe, out=out, resume=args.resume, phases=PHASES.get(args.command, PHASES["run"]), log=log)
     if result.report.get("status") == "worker":  # a torchrun worker: rank 0 reports
         return EXIT_OK
-    return _verdict(result, console, recipe.check.profile)
+    return _verdict(result, args, recipe.check.profile)
 
 
-def _verdict(result: RunResult, console: Console, profile: str) -> int:
-    """Print the summary and what failed; return the exit code (export failures and binding ops 3, gates 4)."""
+def _output(args: argparse.Namespace) -> Console:
+    """Where the verdict goes: stdout (stderr under --json, which owns stdout); wide and plain without a terminal."""
     from rich.console import Console
 
+    from edgeship.core.console import WIDE
+
+    stream = sys.stderr if args.json_summary else sys.stdout
+    return Console(file=stream, highlight=False, width=None if stream.isatty() else WIDE)
+
+
+def _verdict(result: RunResult, args: argparse.Namespace, profile: str) -> int:
+    """Print the summary and what failed, all on one stream; return the exit code (exports/ops 3, gates 4)."""
     from edgeship.report import summary_table
 
-    Console().print(summary_table(result.report))
-    console.print(escape(f"report: {result.report_path}  ({result.run_dir / 'report.json'})"))
-    if result.failed_gates:
-        console.print("[bold red]gate failed[/]:\n  " + escape("\n  ".join(result.failed_gates)), soft_wrap=True)
     if result.failed_exports:  # the other formats were still written, validated and reported
-        console.print("[bold red]export failed[/]:\n  " + escape("\n  ".join(result.failed_exports)), soft_wrap=True)
-        return EXIT_UNSUPPORTED
-    if result.unsupported:  # the device cannot run it at all: that outranks a gate verdict
-        console.print(f"[bold red]unsupported[/]: {result.unsupported} op instances violate the "
-                      f"{escape(profile)} profile (check.fail_on_unsupported); see the report",
+        code = EXIT_UNSUPPORTED
+    elif result.unsupported:  # the device cannot run it at all: that outranks a gate verdict
+        code = EXIT_UNSUPPORTED
+    else:
+        code = EXIT_GATE if result.failed_gates else EXIT_OK
+    out = _output(args)
+    if not (args.json_summary and args.quiet):
+        out.print(summary_table(result.report))
+        out.print(escape(f"report: {result.report_path}  ({result.run_dir / 'report.json'})"), soft_wrap=True)
+        if result.failed_gates:
+            out.print("[bold red]gate failed[/]:\n  " + escape("\n  ".join(result.failed_gates)), soft_wrap=True)
+        if result.failed_exports:
+            out.print("[bold red]export failed[/]:\n  " + escape("\n  ".join(result.failed_exports)),
                       soft_wrap=True)
-        return EXIT_UNSUPPORTED
-    return EXIT_OK if not result.failed_gates else EXIT_GATE
+        if result.unsupported:
+            out.print(f"[bold red]unsupported[/]: {result.unsupported} op instances violate the "
+                      f"{escape(profile)} profile (check.fail_on_unsupported); see the report", soft_wrap=True)
+        if args.verbose:
+            for note in result.report.get("notes", []):
+                out.print(f"note: {escape(note)}", soft_wrap=True)
+            for r in result.report.get("results", []):
+                for g in r.get("gates", []) if r.get("gated") else []:
+                    out.print(escape(f"{r['runtime']}: {g['gate']} {'pass' if g['passed'] else 'FAIL'}: "
+                                     f"{g['detail']}"), soft_wrap=True)
+    if args.json_summary:
+        print(json.dumps(json_summary(result, code), indent=2))
+    return code
+
+
+def json_summary(result: RunResult, code: int) -> dict[str, Any]:
+    """``--json``: the verdict a CI job reads (the full record is report.json)."""
+    report = result.report
+    return {"status": report["status"], "exit_code": code, "name": report.get("name"),
+            "run_dir": str(result.run_dir), "report": str(result.report_path),
+            "failed_gates": result.failed_gates, "failed_exports": result.failed_exports,
+            "reference_accuracy": (report.get("reference") or {}).get("accuracy"),
+            "rows": [{"runtime": r["runtime"], "precision": r.get("precision"), "status": r.get("status"),
+                      "gated": r.get("gated"), "top1_agreement": r.get("metrics", {}).get("top1_agreement"),
+                      "rel_max_err": r.get("metrics", {}).get("rel_max_err"),
+                      "p50_ms": r.get("latency", {}).get("p50"), "speedup_vs_pytorch": r.get("speedup_vs_pytorch")}
+                     for r in report.get("results", [])]}
 
 
 if __name__ == "__main__":

@@ -34,15 +34,34 @@ def _by_bits(table: tuple[tuple[int, float], ...], bits: int) -> float:
     return next(value for at_least, value in table if bits >= at_least)
 
 
-def resolve_gates(cfg: GateConfig, weight_bits: int | None) -> GateConfig:
-    """``cfg`` with every ``auto`` threshold replaced by its default for ``weight_bits`` (the narrowest layer)."""
+def resolve_gates(cfg: GateConfig, weight_bits: int | None, num_classes: int) -> GateConfig:
+    """``cfg`` with every ``auto`` threshold replaced by its default.
+
+    ``weight_bits``: the narrowest layer's (None: a float model); ``num_classes`` sets the reference's chance level.
+    """
     bits = 8 if weight_bits is None else weight_bits
     updates: dict[str, Any] = {}
     if cfg.float_agreement_min == "auto":
         updates["float_agreement_min"] = _by_bits(FLOAT_AGREEMENT_AUTO, bits) if weight_bits is not None else None
     if cfg.cosine_min == "auto":
         updates["cosine_min"] = _by_bits(COSINE_AUTO, bits)
+    if cfg.reference_accuracy_min == "auto":
+        chance = 1 / num_classes
+        updates["reference_accuracy_min"] = round(chance + ABOVE_CHANCE * (1 - chance), 4)
     return cfg.model_copy(update=updates)
+
+
+# The reference's own gates: judged once per run (every gated row carries them, the summary lists them once).
+REFERENCE_GATES = ("reference_not_degenerate", "reference_accuracy_min")
+ABOVE_CHANCE = 0.25  # auto reference_accuracy_min: chance plus a quarter of the way to 1 (0.325 for 10 classes)
+COLLAPSE_KEEP = 0.75  # a quantized reference keeping less of the float model's accuracy above chance collapsed
+NEAR_CHANCE_CAUSES = (
+    "likely causes, most likely first: model.input.mean/std are not the normalisation the model was trained with; "
+    "model.input.shape (resolution, channels) differs from training; model.weights are not the trained weights "
+    "(or the validation labels number the classes differently from the model); after a prune, distill or archify "
+    "stage, that stage may have left it there (more recovery epochs)")
+COLLAPSE_HINT = ("the float model is fine, its quantization is not: try quantize.accuracy_control (sensitive layers "
+                 "back to 8 bits or float), mode: qat, or wider weight/activation bits")
 
 
 def degenerate_reason(health: dict[str, Any], cfg: GateConfig) -> str | None:
@@ -51,20 +70,68 @@ def degenerate_reason(health: dict[str, Any], cfg: GateConfig) -> str | None:
     Quantized runs judge the *float* model's ties (``health["float"]``): on an 8-bit grid close logits tie exactly
     and a runtime may pick either (``top1_agreement_within_step`` accepts both), which is quantization, not a
     broken model; a float model with constant or tied logits is broken whatever its quantized twin looks like.
+    A quantized reference whose logits are constant while the float model's vary is a collapse of the quantization.
     """
-    reasons = []
+    broken, collapsed = [], False
     for who, h in (("reference", health), ("float model", health.get("float"))):
         if h is None:
             continue
         ties = h["tied_count"] if who == "float model" or "float" not in health else 0
         if ties > max(1, allowed_count(cfg.degenerate_reference_max, h["samples"])):
-            reasons.append(f"{who} logits are tied on {ties} of {h['samples']} samples")
+            broken.append(f"{who} logits are tied on {ties} of {h['samples']} samples")
         if h["constant"]:
-            reasons.append(f"{who} logits are constant across samples")
-    if not reasons:
+            if who == "reference" and "float" in health and not health["float"]["constant"]:
+                collapsed = True
+            else:
+                broken.append(f"{who} logits are constant across samples")
+    if broken:
+        return ("; ".join(broken) + " (e.g. a zero-initialised classifier head or untrained weights): top-1 "
+                "agreement is meaningless; load trained weights or re-initialise the head")
+    if collapsed:
+        return (f"the quantized model's logits are constant across samples while the float model's vary: "
+                f"quantization collapsed it; {COLLAPSE_HINT}")
+    return None
+
+
+def reference_accuracy_gate(health: dict[str, Any], cfg: GateConfig) -> GateResult | None:
+    """The gate on the accuracy of the model the user brought, and on whether its quantization kept it.
+
+    Judged on the float model in a quantized run (``health["float"]``), else on the reference; None without labels
+    or when the gate is off. A near-chance model means a recipe that does not match the model (the causes are
+    listed in order); a quantized reference far below its float model is named a collapse, with the numbers.
+    """
+    minimum = cfg.reference_accuracy_min
+    brought = health.get("float", health)
+    accuracy = brought.get("accuracy")
+    if accuracy is None or not isinstance(minimum, float | int):
         return None
-    return ("; ".join(reasons) + " (e.g. a zero-initialised classifier head or untrained weights): top-1 agreement "
-            "is meaningless; load trained weights or re-initialise the head")
+    k = health["num_classes"]
+    chance, who = 1 / k, "float model" if "float" in health else "reference"
+    if accuracy < minimum:
+        return GateResult("reference_accuracy_min", accuracy, minimum, False,
+                          f"{who} accuracy {accuracy:.3f} on {brought['samples']} labelled samples is near chance "
+                          f"({chance:.3f} for {k} classes; {brought['predicted_classes']} of {k} classes predicted; "
+                          f"gate {minimum:g}): {NEAR_CHANCE_CAUSES}")
+    quantized = health.get("accuracy") if "float" in health else None
+    if quantized is not None and quantized - chance < COLLAPSE_KEEP * (accuracy - chance):
+        return GateResult("reference_accuracy_min", quantized, minimum, False,
+                          f"quantization collapsed the model: accuracy {accuracy:.3f} (float) -> {quantized:.3f} "
+                          f"(PT2E model), top-1 agreement with the float model {health['agreement_with_float']:.3f}, "
+                          f"keeping under {COLLAPSE_KEEP:g} of the float model's accuracy above chance; "
+                          f"{COLLAPSE_HINT}")
+    kept = "" if quantized is None else f"; the PT2E model keeps {quantized:.3f}"
+    return GateResult("reference_accuracy_min", accuracy, minimum, True,
+                      f"{who} accuracy {accuracy:.3f} >= {minimum:g} (chance {chance:.3f}){kept}")
+
+
+def reference_gates(health: dict[str, Any], cfg: GateConfig) -> list[GateResult]:
+    """The gates on the reference itself, the same for every row: degeneracy and (with labels) accuracy."""
+    why = degenerate_reason(health, cfg)
+    gates = [GateResult("reference_not_degenerate", health["tied_fraction"], cfg.degenerate_reference_max,
+                        why is None, why or f"reference top-1 tied on {health['tied_count']} of {health['samples']} "
+                                            "samples")]
+    accuracy = reference_accuracy_gate(health, cfg)
+    return gates + ([accuracy] if accuracy else [])
 
 
 def _count_gate(gate: str, agree: float, differ: int, n: int, minimum: float, what: str) -> GateResult:
@@ -86,9 +153,8 @@ def evaluate_gates(metrics: dict[str, Any], health: dict[str, Any], cfg: GateCon
     its own gate and makes the agreement gates fail as meaningless rather than letting 1.0 pass silently.
     """
     n = metrics["samples"]
-    why = degenerate_reason(health, cfg)
-    results = [GateResult("reference_not_degenerate", health["tied_fraction"], cfg.degenerate_reference_max,
-                          why is None, why or f"reference top-1 tied on {health['tied_count']} of {n} samples")]
+    results = reference_gates(health, cfg)
+    degenerate = not results[0].passed
 
     within = "top1_agreement_within_step" in metrics
     agree = metrics["top1_agreement_within_step" if within else "top1_agreement"]
@@ -96,12 +162,12 @@ def evaluate_gates(metrics: dict[str, Any], health: dict[str, Any], cfg: GateCon
     gate = _count_gate("top1_agreement_min", agree, differ, n, cfg.top1_agreement_min,
                        "top-1 agreement (labels within one output step, or the reference's own under rounding-sized "
                        "input perturbations, count)" if within else "top-1 agreement")
-    results.append(_refused(gate, why))
+    results.append(_refused(gate, degenerate))
 
     if vs_float is not None and isinstance(cfg.float_agreement_min, float | int):
         gate = _count_gate("float_agreement_min", vs_float["top1_agreement"], vs_float["differing_labels"], n,
                            cfg.float_agreement_min, "top-1 agreement with the float model")
-        results.append(_refused(gate, why))
+        results.append(_refused(gate, degenerate))
 
     if isinstance(cfg.cosine_min, float | int):
         cos = metrics["cosine"]
@@ -129,8 +195,10 @@ def evaluate_gates(metrics: dict[str, Any], health: dict[str, Any], cfg: GateCon
     return results
 
 
-def _refused(gate: GateResult, why: str | None) -> GateResult:
-    """An agreement gate against a degenerate reference fails whatever its value."""
-    if why is None:
+def _refused(gate: GateResult, degenerate: bool) -> GateResult:
+    """An agreement gate against a degenerate reference fails whatever its value (the reason is said once)."""
+    if not degenerate:
         return gate
-    return GateResult(gate.gate, gate.value, gate.threshold, False, f"{gate.detail}; not accepted: {why}")
+    return GateResult(gate.gate, gate.value, gate.threshold, False,
+                      f"{gate.detail}; not accepted: agreement with a degenerate reference is meaningless "
+                      "(reference_not_degenerate)")

@@ -101,14 +101,14 @@ def top_within(ref: np.ndarray, step: float) -> np.ndarray:
     return ref >= ref.max(axis=1, keepdims=True) - step
 
 
-def reference_health(ref: np.ndarray, step: float = 0.0) -> dict[str, Any]:
+def reference_health(ref: np.ndarray, step: float = 0.0, truth: np.ndarray | None = None) -> dict[str, Any]:
     """How much top-1 agreement can mean against this reference.
 
     ``tied_fraction`` / ``tied_count``: samples whose top-2 logits are within ``TIE_TOLERANCE`` of the logit scale
     (argmax is then decided by float noise). ``constant``: the logits barely vary across samples.
     ``single_class``: every sample gets the same label (agreement is weak evidence). With ``step`` (a quantized
     reference's output quantization step) ``within_step_count``: samples whose top-2 logits are within one step, so
-    a runtime rounding one level differently may pick either label.
+    a runtime rounding one level differently may pick either label. With ``truth`` (labels): ``accuracy``.
     """
     scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-12)
     top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.zeros((len(ref), 2))
@@ -124,7 +124,10 @@ def reference_health(ref: np.ndarray, step: float = 0.0) -> dict[str, Any]:
         "single_class": bool(len(ref) > 1 and np.all(labels == labels[0])),
         "logit_scale": scale,
         "predicted_classes": int(len(np.unique(labels))),
+        "num_classes": int(ref.shape[1]),
     }
+    if truth is not None and len(truth):
+        health["accuracy"] = float(np.mean(labels == truth))
     if step > 0:
         health.update({"output_step": step, "within_step_count": int((margin <= step * (1 + 1e-6)).sum())})
     return health

@@ -8,6 +8,8 @@ import importlib.util
 import inspect
 import sys
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,10 @@ from torch import nn
 from edgeship.core.errors import CheckpointError, ConfigError, plain
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # where training checkpoints keep the weights
+# Key prefixes that wrappers add and loading strips: Lightning's `model.` attribute, DDP/DataParallel's `module.`,
+# torch.compile's `_orig_mod.`. Any other prefix that is the only difference gets a hint, not a guess.
+WRAPPER_PREFIXES = ("model.", "module.", "_orig_mod.")
 TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, or its legacy raw pickle
 
 
@@ -61,9 +67,22 @@ def _timm(name: str, num_classes: int) -> nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
+@contextmanager
+def _importable(folders: Sequence[str | Path]) -> Iterator[None]:
+    """``folders`` first on ``sys.path`` while a user's model module is imported (its sibling imports resolve)."""
+    added = [str(f) for f in folders if str(f) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for f in added:
+            sys.path.remove(f)
+
+
 def _from_file(path: Path, factory: str, num_classes: int, source: str) -> nn.Module:
     if not path.is_file():
-        raise ConfigError(f"model.source {source}: file not found: {path}")
+        raise ConfigError(f"model.source {source}: file not found: {path} (a recipe's relative paths resolve "
+                          "against the recipe's folder)")
     mod_name = f"_edgeship_user_model_{abs(hash(path.resolve()))}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     if spec is None or spec.loader is None:
@@ -71,7 +90,8 @@ def _from_file(path: Path, factory: str, num_classes: int, source: str) -> nn.Mo
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     try:
-        spec.loader.exec_module(module)
+        with _importable([path.resolve().parent]):
+            spec.loader.exec_module(module)
     except SystemExit as e:  # e.g. argparse at import time, parsing edgeship's own command line
         raise ConfigError(f"model.source {source}: importing {path} called sys.exit({e.code!r}); a model file must "
                           "not run code at import (guard it with `if __name__ == '__main__':`)") from None
@@ -83,11 +103,14 @@ def _from_file(path: Path, factory: str, num_classes: int, source: str) -> nn.Mo
     return _call_factory(getattr(module, factory), num_classes, source)
 
 
-def _from_module(module_name: str, factory: str, num_classes: int, source: str) -> nn.Module:
+def _from_module(module_name: str, factory: str, num_classes: int, source: str,
+                 search: Sequence[str | Path]) -> nn.Module:
     try:
-        module = importlib.import_module(module_name)
+        with _importable(search):
+            module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError(f"model.source {source}: cannot import module {module_name!r}: {e}") from e
+        where = f" (looked in {', '.join(map(str, search))} and the installed packages)" if search else ""
+        raise ConfigError(f"model.source {source}: cannot import module {module_name!r}: {e}{where}") from e
     except SystemExit as e:
         raise ConfigError(f"model.source {source}: importing {module_name!r} called sys.exit({e.code!r})") from None
     if not hasattr(module, factory):
@@ -95,8 +118,11 @@ def _from_module(module_name: str, factory: str, num_classes: int, source: str) 
     return _call_factory(getattr(module, factory), num_classes, source)
 
 
-def build_model(source: str, num_classes: int) -> nn.Module:
-    """Build the model named by ``source`` (see ``ModelConfig.source`` for the accepted forms), in eval mode."""
+def build_model(source: str, num_classes: int, search: Sequence[str | Path] = ()) -> nn.Module:
+    """Build the model named by ``source`` (see ``ModelConfig.source`` for the accepted forms), in eval mode.
+
+    ``search``: folders looked in first for a ``package.module:factory`` source (the recipe's folder, the cwd).
+    """
     if source.endswith(".pt2"):
         path = Path(source)
         if not path.is_file():
@@ -118,15 +144,15 @@ def build_model(source: str, num_classes: int) -> nn.Module:
     elif prefix.endswith(".py"):
         model = _from_file(Path(prefix), rest, num_classes, source)
     else:
-        model = _from_module(prefix, rest, num_classes, source)
+        model = _from_module(prefix, rest, num_classes, source, search)
     return model.eval()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state_dict from ``.safetensors`` or a ``.pt/.pth/.bin`` file with ``weights_only=True``.
 
-    Never falls back to unrestricted unpickling. Accepts a bare state_dict or one nested under
-    ``state_dict``/``model`` (common training checkpoints); strips a DDP ``module.`` prefix.
+    Never falls back to unrestricted unpickling. Accepts a bare state_dict or one nested under one of
+    ``WRAPPER_KEYS`` (training checkpoints: Lightning's ``state_dict``, a loop's ``model_state_dict`` or ``model``).
     """
     if not path.is_file():
         raise ConfigError(f"model.weights: file not found: {path}")
@@ -159,14 +185,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 reason = f"truncated or corrupt ({path.stat().st_size} bytes; {reason})"
             raise CheckpointError(f"{path}: not a loadable weights file: {reason}") from e
     if isinstance(sd, dict):
-        for key in ("state_dict", "model"):
+        for key in WRAPPER_KEYS:
             if key in sd and isinstance(sd[key], dict):
                 sd = sd[key]
                 break
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors); got {type(sd).__name__}")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
     broken = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         shown = ", ".join(broken[:8]) + (f", ... ({len(broken)} in all)" if len(broken) > 8 else "")
@@ -176,8 +200,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load ``path`` into ``model`` strictly; a mismatch lists missing, unexpected and mis-shaped keys."""
-    sd = read_state_dict(path)
     own = model.state_dict()
+    sd = _unprefixed(read_state_dict(path), set(own))
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shapes = sorted(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
@@ -188,6 +212,9 @@ def load_weights(model: nn.Module, path: Path) -> None:
             return ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
 
         parts = [f"{path}: weights do not match the model architecture"]
+        hint = _prefix_hint(set(sd), set(own))
+        if hint:
+            parts.append(f"  hint: {hint}")
         if missing:
             parts.append(f"  missing keys: {show(missing)}")
         if unexpected:
@@ -201,3 +228,25 @@ def load_weights(model: nn.Module, path: Path) -> None:
         sd = OrderedDict(sd)
         sd._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
     model.load_state_dict(sd, strict=True)
+
+
+def _unprefixed(sd: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
+    """``sd`` without the wrapper prefixes (``WRAPPER_PREFIXES``, nested too) its keys carry and the model's lack."""
+    while sd and set(sd) != own:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in sd)), None)
+        if prefix is None:
+            break
+        sd = {k.removeprefix(prefix): v for k, v in sd.items()}
+    return sd
+
+
+def _prefix_hint(keys: set[str], own: set[str]) -> str | None:
+    """When the file's keys and the model's differ only by a prefix, name it and the side that carries it."""
+    for have, want, side in ((keys, own, "the file"), (own, keys, "the model")):
+        first = min(have, default="")
+        for key in want:
+            prefix = first[: -len(key)] if first != key and first.endswith(key) else ""
+            if prefix and all(k.startswith(prefix) for k in have) and {k.removeprefix(prefix) for k in have} == want:
+                return (f"every key of {side} starts with {prefix!r} and the keys match without it: save the "
+                        f"inner module's state_dict (or strip {prefix!r} from the keys)")
+    return None

@@ -148,12 +148,18 @@ class GateConfig(Strict):
     rel_max_err_max: float | None = Field(default=1e-3, ge=0,
                                           description="max|artifact - ref| / max|ref| (null: not gated)")
     non_finite_max: int = Field(default=0, ge=0, description="NaN/Inf values allowed in the artifact output")
+    reference_accuracy_min: float | AUTO | None = Field(
+        default="auto", description="with labelled validation data: the accuracy the model you brought must reach "
+                                    "(the float model of a quantized run), else the run fails before any runtime is "
+                                    "judged (auto: chance + a quarter of the way to 1, 0.325 for 10 classes; null: "
+                                    "not gated). A quantized reference that keeps less than 3/4 of the float "
+                                    "model's accuracy above chance fails it too (a collapse)")
     degenerate_reference_max: float = Field(
         default=0.01, ge=0, le=1,
         description="fraction of samples whose reference top-1 is tied (e.g. a zero-initialised head) "
                     "above which top-1 agreement is meaningless and the run fails (at least 2 samples)")
 
-    @field_validator("float_agreement_min", "cosine_min")
+    @field_validator("float_agreement_min", "cosine_min", "reference_accuracy_min")
     @classmethod
     def _fraction(cls, v: float | str | None) -> float | str | None:
         if isinstance(v, float | int) and not 0 <= v <= 1:
@@ -250,6 +256,8 @@ class Recipe(Strict):
     check: CheckConfig = CheckConfig()
     # Deprecated keys met while loading (renamed since), for the report's notes.
     _deprecations: list[str] = PrivateAttr(default_factory=list)
+    # Where `module:factory` sources are looked up before sys.path: the recipe's folder (a file), then the cwd.
+    _search_path: list[str] = PrivateAttr(default_factory=lambda: [str(Path.cwd())])
 
     model_config = {**Strict.model_config, "populate_by_name": True}
 
@@ -257,6 +265,11 @@ class Recipe(Strict):
     @classmethod
     def _renamed(cls, data: Any) -> Any:
         return rename_deprecated(data, RENAMED, "")
+
+    @property
+    def search_path(self) -> list[str]:
+        """Folders searched first for a ``package.module:factory`` model source."""
+        return self._search_path
 
     @property
     def deprecations(self) -> list[str]:
@@ -343,8 +356,54 @@ def load_recipe_file(path: str | Path, overrides: list[str] | None = None) -> Re
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not a UTF-8 text file ({e})") from None
     data = data or {}
+    base = p.resolve().parent
+    if isinstance(data, dict):
+        anchor_paths(data, base)  # before the overrides: a --set path is the user's, relative to where they are
     for o in overrides or []:
         if not isinstance(data, dict):
             break
         apply_override(data, o)
-    return parse_recipe(data, str(p))
+    recipe = parse_recipe(data, str(p))
+    recipe._search_path = list(dict.fromkeys([str(base), str(Path.cwd())]))
+    return recipe
+
+
+def anchor_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the recipe's relative input paths relative to ``base`` (the recipe's folder), in place.
+
+    A recipe then means the same from any working directory: ``model.source`` (``file.py:factory``, ``.pt2``),
+    ``model.weights``, ``npz:``/``imagefolder:`` data sources and op-support profile files. ``output_dir`` stays
+    relative to the working directory (where the user wants the runs), as do malformed values (validation names
+    them).
+    """
+
+    def at(value: str) -> str:
+        path = Path(value).expanduser()
+        return value if path.is_absolute() else str(base / path)
+
+    def profile_at(node: Any) -> None:
+        if isinstance(node, dict) and isinstance(node.get("profile"), str) and Path(node["profile"]).suffix:
+            node["profile"] = at(node["profile"])
+
+    model = data.get("model")
+    if isinstance(model, dict):
+        source = model.get("source")
+        if isinstance(source, str):
+            head, sep, factory = source.rpartition(":")
+            if source.endswith(".pt2"):
+                model["source"] = at(source)
+            elif sep and head.endswith(".py"):
+                model["source"] = f"{at(head)}:{factory}"
+        if isinstance(model.get("weights"), str) and model["weights"]:
+            model["weights"] = at(model["weights"])
+    splits = data.get("data")
+    for name in ("calibration", "validation"):
+        split = splits.get(name) if isinstance(splits, dict) else None
+        if isinstance(split, dict) and isinstance(split.get("source"), str):
+            kind, sep, arg = split["source"].partition(":")
+            if sep and arg and kind in ("npz", "imagefolder"):
+                split["source"] = f"{kind}:{at(arg)}"
+    profile_at(data.get("check"))
+    stages = data.get("stages")
+    for stage in stages if isinstance(stages, list) else []:
+        profile_at(stage)

@@ -267,12 +267,16 @@ def summary_table(report: dict[str, Any]) -> Any:
     """A short rich table for the console: one row per runtime."""
     from rich.table import Table
 
-    t = Table(title=f"edgeship · {report['name']} · {report['status'].upper()}", title_justify="left")
+    status = report["status"].upper() + (" (nothing was validated)" if report["status"] == "exported" else "")
+    t = Table(title=f"edgeship · {report['name']} · {status}", title_justify="left")
     twins = [(key, title) for key, title in (("fp32", "vs fp32"), ("baseline", "vs unpruned"))
              if any(f"speedup_vs_{key}" in r for r in report["results"])]
     cols = ["runtime", "precision", "status", "top-1 agree", "rel max err", "p50 ms", "vs PyTorch"]
+    longest = max((len(r["runtime"]) for r in report["results"]), default=0)
     for col in cols + [title for _, title in twins]:
-        t.add_column(col, justify="left" if col in ("runtime", "precision", "status") else "right")
+        # Numbers and names never wrap or get cut ("onnxrunt…" read as another runtime): the table grows instead.
+        t.add_column(col, justify="left" if col in ("runtime", "precision", "status") else "right", no_wrap=True,
+                     min_width=max(longest, 13) if col == "runtime" else None)
     if report.get("pytorch_latency"):
         t.add_row("pytorch eager", "fp32", "reference", "—", "—", f"{report['pytorch_latency']['p50']:.3f}", "1.00x",
                   *(["—"] * len(twins)))

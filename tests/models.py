@@ -63,3 +63,20 @@ def bucketize_cnn(num_classes: int = 10) -> nn.Module:
 
     cnn = digits_cnn(num_classes)
     return nn.Sequential(cnn[0], nn.Sequential(cnn[1], _Bucketize()), *list(cnn)[2:])
+
+
+class _Branchy(nn.Module):
+    """Doubles its input when the batch mean is positive: control flow that depends on the data."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.mean() > 0:  # the line a converter failure must name
+            return x * 2
+        return x
+
+
+def branchy_cnn(num_classes: int = 10) -> nn.Module:
+    """The digits CNN with a data-dependent ``if`` after its first conv: torch.export, so every format, fails."""
+    from edgeship.zoo import digits_cnn
+
+    cnn = digits_cnn(num_classes)
+    return nn.Sequential(cnn[0], _Branchy(), *list(cnn)[1:])

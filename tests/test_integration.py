@@ -105,8 +105,8 @@ def test_zero_head_reference_fails_with_exit_4(tmp_path, capsys):
                                                   "export.formats": ["onnx"], "latency.enabled": False})
     code = main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")])
     assert code == 4
-    err = capsys.readouterr().err
-    assert "meaningless" in err and "zero-initialised" in err
+    out, err = capsys.readouterr()
+    assert "meaningless" in out + err and "zero-initialised" in out + err  # the verdict is on stdout
     report = load_report(tmp_path / "run")
     assert report["status"] == "fail" and report["reference"]["health"]["constant"]
     onnx_row = next(r for r in report["results"] if r["runtime"] == "onnxruntime")

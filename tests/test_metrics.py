@@ -131,7 +131,7 @@ def grid_logits(n: int = 40, seed: int = 0) -> np.ndarray:
 
 def quantized_gates(**kw: object) -> GateConfig:
     return resolve_gates(GateConfig(top1_agreement_min=0.995, rel_max_err_max=None, float_agreement_min="auto",
-                                    cosine_min="auto", **kw), weight_bits=8)
+                                    cosine_min="auto", **kw), weight_bits=8, num_classes=10)
 
 
 def test_a_label_one_output_step_away_is_a_rounding_not_a_disagreement():
@@ -204,11 +204,11 @@ def test_thresholds_are_counts_and_a_single_tie_does_not_make_a_small_reference_
 
 def test_auto_gates_resolve_by_the_narrowest_weight_width():
     cfg = GateConfig(float_agreement_min="auto", cosine_min="auto")
-    assert resolve_gates(cfg, 8).float_agreement_min == 0.99
-    assert resolve_gates(cfg, 4).float_agreement_min == 0.98
-    assert resolve_gates(cfg, 2).float_agreement_min == 0.95
-    assert resolve_gates(cfg, None).float_agreement_min is None  # fp32: there is no float twin to compare with
-    assert resolve_gates(cfg, 2).cosine_min < resolve_gates(cfg, 8).cosine_min
+    assert resolve_gates(cfg, 8, 10).float_agreement_min == 0.99
+    assert resolve_gates(cfg, 4, 10).float_agreement_min == 0.98
+    assert resolve_gates(cfg, 2, 10).float_agreement_min == 0.95
+    assert resolve_gates(cfg, None, 10).float_agreement_min is None  # fp32: there is no float twin to compare with
+    assert resolve_gates(cfg, 2, 10).cosine_min < resolve_gates(cfg, 8, 10).cosine_min
     with pytest.raises(ValueError, match="fraction"):
         GateConfig(float_agreement_min=1.5)
 
@@ -241,3 +241,59 @@ def test_a_label_the_reference_gives_under_rounding_noise_is_a_rounding_not_a_di
     # a label the reference never gives is a disagreement
     out[1] = np.roll(ref[1], 1)
     assert compare(out, ref, rounding=mask)["differing_labels_within_step"] == 1
+
+
+def labelled(ref: np.ndarray, correct: int, seed: int = 0) -> np.ndarray:
+    """Labels that agree with ``ref``'s top-1 on the first ``correct`` samples and differ on the rest."""
+    y = ref.argmax(1).copy()
+    y[correct:] = (y[correct:] + 1 + np.random.default_rng(seed).integers(0, 9, len(y) - correct)) % 10
+    return y
+
+
+def test_a_reference_near_chance_fails_with_the_likely_causes_in_order():
+    ref = grid_logits(100)
+    cfg = resolve_gates(GateConfig(), None, 10)
+    assert cfg.reference_accuracy_min == 0.325  # chance 0.1 plus a quarter of the way to 1
+    near_chance = {g.gate: g for g in evaluate_gates(compare(ref, ref), reference_health(ref, truth=labelled(ref, 9)),
+                                                     cfg)}["reference_accuracy_min"]
+    assert not near_chance.passed and near_chance.value == 0.09
+    detail = near_chance.detail
+    assert "near chance (0.100 for 10 classes" in detail
+    assert detail.index("mean/std") < detail.index("model.input.shape") < detail.index("model.weights")
+    fine = {g.gate: g for g in evaluate_gates(compare(ref, ref), reference_health(ref, truth=labelled(ref, 90)),
+                                              cfg)}["reference_accuracy_min"]
+    assert fine.passed
+    off = resolve_gates(GateConfig(reference_accuracy_min=None), None, 10)
+    assert "reference_accuracy_min" not in {g.gate for g in evaluate_gates(
+        compare(ref, ref), reference_health(ref, truth=labelled(ref, 9)), off)}
+    # Without labels there is nothing to judge: no gate at all.
+    assert "reference_accuracy_min" not in {g.gate for g in evaluate_gates(compare(ref, ref), reference_health(ref),
+                                                                           cfg)}
+
+
+def test_a_quantization_that_collapses_is_named_as_that_with_the_numbers():
+    float_ref = grid_logits(100)
+    y = labelled(float_ref, 95)  # the float model: 0.95
+    ref = float_ref.copy()
+    ref[:47] = np.roll(ref[:47], 1, axis=1)  # the PT2E model loses 47 labels: 0.53
+    health = {**reference_health(ref, STEP, y), "float": reference_health(float_ref, truth=y),
+              "agreement_with_float": 0.53}
+    gates = {g.gate: g for g in evaluate_gates(compare(ref, ref, y, step=STEP), health, quantized_gates(),
+                                               compare(ref, float_ref, y))}
+    collapse = gates["reference_accuracy_min"]
+    assert not collapse.passed
+    assert "quantization collapsed the model: accuracy 0.950 (float) -> 0.480 (PT2E model)" in collapse.detail
+    assert "untrained" not in collapse.detail  # the float model is fine: no talk of zero-initialised heads
+    # Constant PT2E logits behind a healthy float model: a collapse too, not "untrained weights".
+    flat = np.tile(np.linspace(0, 1, 10, dtype=np.float32), (len(ref), 1))
+    smooth = float_ref + np.random.default_rng(1).normal(0, 1e-3, float_ref.shape).astype(np.float32)  # no ties
+    health = {**reference_health(flat, STEP), "float": reference_health(smooth)}
+    why = {g.gate: g for g in evaluate_gates(compare(flat, flat, step=STEP), health,
+                                             quantized_gates())}["reference_not_degenerate"].detail
+    assert "quantization collapsed it" in why and "zero-initialised" not in why
+
+
+def test_a_degenerate_reference_is_explained_once():
+    zeros = np.zeros((20, 10), dtype=np.float32)
+    gates = evaluate_gates(compare(zeros, zeros), reference_health(zeros), GateConfig())
+    assert sum("zero-initialised" in g.detail for g in gates) == 1

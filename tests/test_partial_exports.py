@@ -10,7 +10,8 @@ from tests.conftest import tiny_recipe, write_recipe
 
 def test_a_format_that_fails_to_convert_leaves_the_others_validated(tmp_path):
     recipe = tiny_recipe(tmp_path, **{"model.source": "tests.models:bucketize_cnn", "stages": [],
-                                      "latency.enabled": False, "check.enabled": False})
+                                      "latency.enabled": False, "check.enabled": False,
+                                      "validate.gates.reference_accuracy_min": None})  # untrained on purpose
     rc = main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")])
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert rc == 3 and report["status"] == "fail"
@@ -38,3 +39,22 @@ def test_converter_messages_name_the_op_and_a_hint():
     assert dependent.op is None and "converted from the onnx artifact" in dependent.hint
     unknown = diagnose("onnx", "something new went wrong")
     assert unknown.op is None and unknown.summary == "onnx: conversion failed: see the converter log in logs/"
+
+
+def test_a_model_no_converter_can_take_still_gets_a_report_naming_the_users_line(tmp_path):
+    import inspect
+
+    from tests import models
+
+    recipe = tiny_recipe(tmp_path, **{"model.source": "tests.models:branchy_cnn", "stages": [],
+                                      "latency.enabled": False})
+    rc = main(["run", str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "run")])
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert rc == 3 and report["status"] == "fail" and report["results"] == []
+    line = next(i for i, text in enumerate(inspect.getsource(models).splitlines(), 1) if "if x.mean() > 0" in text)
+    for fmt in ("onnx", "tflite"):
+        failed = report["exports"][fmt]
+        assert failed["op"] == "data-dependent control flow" and "torch.where" in failed["hint"]
+        assert failed["modules"][0].startswith(f"{models.__file__}:{line} (if x.mean() > 0")
+    assert "onnx artifact, whose export failed" in report["exports"]["openvino"]["hint"]
+    assert any("op-support check skipped" in n for n in report["notes"])

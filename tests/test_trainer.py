@@ -204,3 +204,45 @@ def test_precise_bn_recomputes_statistics_that_lag_behind_training(tmp_path, pre
         assert result.metrics["precise_bn"] == 3 and accuracy > 0.9
     else:
         assert accuracy < 0.6
+
+
+def test_ctrl_c_during_the_train_stage_then_resume_continues_from_the_last_epoch(tmp_path):
+    import edgeship
+    from tests.conftest import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, **{"stages": [{"type": "train", "epochs": 4, "lr": 0.01}],
+                                      "export.formats": ["onnx"], "latency.enabled": False,
+                                      "validate.cross_check": False, "check.enabled": False})
+
+    def interrupt_in_epoch_3(line: str) -> None:
+        if "epoch 3/4" in line:  # epoch 3 trained, its checkpoint not yet written: Ctrl-C lands here
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        edgeship.run(recipe, out=tmp_path / "run", log=interrupt_in_epoch_3)
+    lines: list[str] = []
+    resumed = edgeship.run(recipe, out=tmp_path / "run", resume=True, log=lines.append)
+    assert any("resumed from" in line and "after epoch 2" in line for line in lines)
+    assert not any("epoch 1/4" in line or "epoch 2/4" in line for line in lines)  # not restarted at epoch 1
+    straight = edgeship.run(recipe, out=tmp_path / "straight")
+    history = resumed.report["stages"][0]["metrics"]["epochs"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    # The seeded batch order and RNG states travel in the checkpoint: the interrupted run ends where one run ends.
+    assert history == straight.report["stages"][0]["metrics"]["epochs"]
+    assert resumed.status == "pass"
+
+
+def test_validate_resume_keeps_the_latency_a_profiled_run_measured(tmp_path):
+    from edgeship.cli import main
+    from tests.conftest import load_report, tiny_recipe, write_recipe
+
+    recipe = write_recipe(tmp_path, tiny_recipe(tmp_path, **{"export.formats": ["onnx"], "check.enabled": False,
+                                                             "validate.cross_check": False}))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    before = {r["runtime"]: r for r in load_report(tmp_path / "run")["results"]}
+    assert main(["validate", str(recipe), "--out", str(tmp_path / "run"), "--resume"]) == 0
+    after = load_report(tmp_path / "run")
+    rows = {r["runtime"]: r for r in after["results"]}
+    assert rows["onnxruntime"]["latency"] == before["onnxruntime"]["latency"]  # not silently dropped
+    assert after["pytorch_latency"] is not None
+    assert any("latency" in n and "kept from the previous report" in n for n in after["notes"])

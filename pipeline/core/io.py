@@ -151,15 +151,22 @@ def captured_output(log_path: Path) -> Iterator[None]:
     with open(log_path, "ab") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+        USER_STDERR.append(saved[1])
         try:
             yield
         finally:
+            USER_STDERR.pop()
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+# The stderr the user saw before each (nested) captured_output: progress lines written while a converter's chatter
+# goes to logs/ (a heartbeat) still reach the user through the outermost one.
+USER_STDERR: list[int] = []
 
 
 def ensure_free_space(folder: str | os.PathLike[str], needed: int, what: str) -> None:

@@ -12,14 +12,52 @@ from edgeship.calibration.splits import Splits
 from edgeship.core.artifact import Artifact, InputSpec
 from edgeship.core.environment import host_info, library_versions
 from edgeship.exporters.failures import ExportFailure
+from edgeship.gates import REFERENCE_GATES
 from edgeship.recipe import GateConfig, Recipe
 from edgeship.runner.rundir import SCHEMA_VERSION, now
 
 
 def failed_gates(results: list[dict[str, Any]]) -> list[str]:
-    """``runtime: detail`` for every gate that failed on a gated row."""
-    return [f"{r['runtime']}: {g['detail']}" for r in results if r.get("gated")
-            for g in r.get("gates", []) if not g["passed"]]
+    """``runtime: detail`` for every gate that failed on a gated row; a reference gate once, as ``reference: ...``."""
+    lines = [f"{'reference' if g['gate'] in REFERENCE_GATES else r['runtime']}: {g['detail']}"
+             for r in results if r.get("gated") for g in r.get("gates", []) if not g["passed"]]
+    return list(dict.fromkeys(lines))
+
+
+ROW_IDENTITY = ("runtime", "format", "precision", "precision_hint", "gated", "threads", "ops", "cross_check")
+
+
+def carry_over(previous: dict[str, Any] | None, results: list[dict[str, Any]], artifacts: dict[str, Artifact],
+               phases: tuple[str, ...]) -> list[str]:
+    """Keep, in place, what a partial command did not measure again but an earlier report did (on the same files).
+
+    ``edgeship validate`` after ``edgeship run`` must not drop the latency the run measured, nor ``profile`` the
+    validation. A row takes the earlier row's missing measurements only when its artifact hashes as it did then.
+    Returns a note per carried row (empty for a whole run, or when nothing matches).
+    """
+    if previous is None or set(phases) >= {"validate", "profile"}:
+        return []
+    old_rows = {r.get("runtime"): r for r in previous.get("results", [])}
+    old_hashes = {fmt: a.get("sha256") for fmt, a in (previous.get("artifacts") or {}).items()}
+    notes = []
+    for row in results:
+        old = old_rows.get(row["runtime"])
+        fmt = row["format"]
+        if old is None or fmt not in artifacts or old_hashes.get(fmt) != artifacts[fmt].sha256:
+            continue
+        kept = [k for k in old if k not in row and k not in ROW_IDENTITY]
+        if kept:
+            row.update({k: old[k] for k in kept})
+            notes.append(f"{row['runtime']}: {', '.join(kept)} kept from the previous report of this run directory "
+                         f"(measured on the same {fmt} file, {previous.get('created', 'earlier')})")
+    return notes
+
+
+def run_status(results: list[dict[str, Any]], failed: list[str], export_failures: dict[str, Any]) -> str:
+    """``fail`` on any failure; ``pass`` only when some row was validated against its gates; else ``exported``."""
+    if failed or export_failures:
+        return "fail"
+    return "pass" if any(r.get("gates") for r in results if r.get("gated")) else "exported"
 
 
 def assemble_report(*, recipe: Recipe, started: float, model: torch.nn.Module, model_source: str,
@@ -42,7 +80,7 @@ def assemble_report(*, recipe: Recipe, started: float, model: torch.nn.Module, m
         "schema_version": SCHEMA_VERSION,
         "name": recipe.name,
         "created": now(),
-        "status": "pass" if not failed and not export_failures else "fail",
+        "status": run_status(results, failed, export_failures),
         "seed": recipe.seed,
         "threads": recipe.latency.threads,
         "host": host_info(),

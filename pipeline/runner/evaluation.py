@@ -102,13 +102,14 @@ class Evaluator:
             session.load()
         return session, gated
 
-    def gate_config(self, quantized: bool, weight_bits: int | None = None) -> GateConfig:
+    def gate_config(self, quantized: bool, weight_bits: int | None, num_classes: int) -> GateConfig:
         """The gates that apply, resolved: ``quantized_gates`` (reference: the PT2E model) or the fp32 ``gates``.
 
-        ``weight_bits``: the narrowest layer's weight width, which picks the ``auto`` thresholds.
+        ``weight_bits``: the narrowest layer's weight width, and ``num_classes``, pick the ``auto`` thresholds.
         """
         v = self.recipe.validate_
-        return resolve_gates(v.quantized_gates if quantized else v.gates, weight_bits if quantized else None)
+        return resolve_gates(v.quantized_gates if quantized else v.gates, weight_bits if quantized else None,
+                             num_classes)
 
     def validate(self, session: RuntimeSession, ev: Evaluation, gated: bool, label: str) -> dict[str, Any]:
         """Run the validation split on ``session``; compare with the reference (and the float model, if quantized)."""
@@ -187,8 +188,9 @@ class Evaluator:
 
         profile = load_profile(self.recipe.check.profile)
         self.log(f"check: op support against the {profile.name} profile")
-        report = check(profile, state.model, torch.from_numpy(splits.validation.x[:1]),
-                       {fmt: a.path for fmt, a in artifacts.items()}, state.bits)
+        with captured_output(self.run_dir / "logs" / "check.log"):  # torch.export's graph dumps stay in logs/
+            report = check(profile, state.model, torch.from_numpy(splits.validation.x[:1]),
+                           {fmt: a.path for fmt, a in artifacts.items()}, state.bits)
         for v in report.violations:
             self.log(f"check {v.level}: {v.count} x {v.op} ({v.reason}: {v.detail}), e.g. {v.where[0]}")
         return report.to_dict()

@@ -19,8 +19,9 @@ import yaml
 
 from edgeship.calibration.splits import Splits, make_splits
 from edgeship.core.artifact import Artifact, InputSpec
+from edgeship.core.console import heartbeat
 from edgeship.core.environment import library_versions
-from edgeship.core.errors import ConfigError, DataError, plain
+from edgeship.core.errors import ConfigError, DataError, ExportError, plain
 from edgeship.core.graph import eval_mode
 from edgeship.core.io import atomic_write_text, captured_output, deferred_signals, sha256_file
 from edgeship.core.pt2 import output_step
@@ -29,10 +30,10 @@ from edgeship.exporters import FORMATS, export_formats
 from edgeship.exporters.base import ExportContext
 from edgeship.exporters.failures import ExportFailure
 from edgeship.inference import predict
-from edgeship.metrics import ROUNDING_NOISE, allowed_count, reference_health, rounding_labels
+from edgeship.metrics import ROUNDING_NOISE, allowed_count, reference_health, rounding_labels, top1_agreement
 from edgeship.models import build_model, load_weights
 from edgeship.recipe import GateConfig, Recipe
-from edgeship.runner.assemble import assemble_report, failed_gates
+from edgeship.runner.assemble import assemble_report, carry_over, failed_gates
 from edgeship.runner.evaluation import Evaluation, Evaluator, quantization_summary, rows_for
 from edgeship.runner.probe import RuntimeProbe
 from edgeship.runner.rundir import Manifest, hash_json, state_dict_hash
@@ -112,17 +113,23 @@ class Runner:
             model = eval_mode(state.model)
             reference, float_reference, health, rounding = self.references(state, splits)
             artifacts = self.export(model, spec, state.quantizer) if "export" in self.phases else {}
-            op_check = self.evaluator.check_ops(state, splits, artifacts) if recipe.check.enabled else None
+            op_check = self.check_ops(state, splits, artifacts) if recipe.check.enabled else None
             twins = self.export_twins(state, stages, artifacts)
             pytorch_latency = self.time_pytorch(state)
             gates = self.evaluator.gate_config(state.quantized, min((b.weight_bits for b in state.bits or ()),
-                                                                    default=None))
+                                                                    default=None), spec.num_classes)
             ev = Evaluation(splits, reference, float_reference, health, pytorch_latency, gates,
                             health.get("output_step", 0.0), rounding)
-            results = [self.evaluator.measure(row, ev, {name: by_format[row.artifact.format]
-                                                        for name, by_format in twins.items()
-                                                        if row.artifact.format in by_format})
-                       for row in rows_for(recipe, artifacts)]
+            results = []
+            for row in rows_for(recipe, artifacts):
+                with heartbeat(self.log, f"{'cross-check' if row.cross else 'validate/profile'} {row.label}"):
+                    results.append(self.evaluator.measure(row, ev, {name: by_format[row.artifact.format]
+                                                                    for name, by_format in twins.items()
+                                                                    if row.artifact.format in by_format}))
+            previous = self.previous_report()
+            self.notes += carry_over(previous, results, artifacts, self.phases)
+            if pytorch_latency is None and any("latency" in r for r in results):
+                pytorch_latency = (previous or {}).get("pytorch_latency")
             matrix = self.cross_runtime(results, reference, gates)
             divergence = self.divergence(model, splits, artifacts, results, state.quantized)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (edgeship.cli.Terminated)
@@ -149,6 +156,15 @@ class Runner:
                           unsupported=unsupported if recipe.check.fail_on_unsupported else 0,
                           failed_exports=report["failed_exports"])
 
+    def previous_report(self) -> dict[str, Any] | None:
+        """The ``report.json`` an earlier command left in this run directory (a partial command keeps its figures)."""
+        import json
+
+        try:
+            return json.loads((self.run_dir / "report.json").read_text())
+        except (OSError, ValueError):
+            return None
+
     # -- setup -------------------------------------------------------------------------------------------------
     def write_resolved_recipe(self) -> None:
         """``recipe.resolved.yaml``: the recipe after defaults, overrides and renamed keys."""
@@ -168,7 +184,7 @@ class Runner:
         cfg = self.recipe.model
         torch.manual_seed(self.recipe.seed)
         model = copy.deepcopy(self.given_model) if self.given_model is not None else (
-            build_model(cfg.source, spec.num_classes))
+            build_model(cfg.source, spec.num_classes, self.recipe.search_path))
         if cfg.weights:
             load_weights(model, Path(cfg.weights))
         model.eval()
@@ -246,7 +262,8 @@ class Runner:
                 self.log(f"stage {i} {stage.name}: running")
                 workdir.mkdir(parents=True, exist_ok=True)
                 t0 = time.perf_counter()
-                result = stage.run(state, ctx)
+                with heartbeat(self.log, f"stage {i} {stage.name}"):
+                    result = stage.run(state, ctx)
                 state = result.state
                 eval_mode(state.model)
                 files = stage.save(state, ctx) if self.main else []
@@ -276,10 +293,12 @@ class Runner:
         batch = self.recipe.data.batch_size
         reference = predict(state.model, splits.validation.x, batch)
         float_reference = predict(state.float_model, splits.validation.x, batch) if state.quantized else None
-        health = reference_health(reference, output_step(state.model) if state.quantized else 0.0)
+        labels = splits.validation.y
+        health = reference_health(reference, output_step(state.model) if state.quantized else 0.0, labels)
         rounding = None
         if float_reference is not None:
-            health["float"] = reference_health(float_reference)
+            health["float"] = reference_health(float_reference, truth=labels)
+            health["agreement_with_float"] = top1_agreement(reference, float_reference)
             rounding = rounding_labels(lambda x: predict(state.model, x, batch), splits.validation.x, reference)
             health["rounding_unstable_count"] = int((rounding.sum(1) > 1).sum())
         if health["single_class"] and not health["constant"]:
@@ -314,9 +333,19 @@ class Runner:
                                   f"{failure.format}, so that row has no speed-up against it: {failure.summary}")
 
         options = {name: getattr(exp, name) for name in FORMATS}
-        return export_formats(model, spec, ctx, exp.formats, options,
-                              on_start=lambda fmt: self.log(f"export {fmt}{where}: converting"), on_done=done,
-                              on_failed=failed)
+        with heartbeat(self.log, f"export{where}"):
+            return export_formats(model, spec, ctx, exp.formats, options,
+                                  on_start=lambda fmt: self.log(f"export {fmt}{where}: converting"), on_done=done,
+                                  on_failed=failed)
+
+    def check_ops(self, state: ModelState, splits: Splits, artifacts: dict[str, Artifact]) -> dict[str, Any] | None:
+        """The op-support check; a graph torch.export cannot take (the converters failed on it too) skips it."""
+        try:
+            return self.evaluator.check_ops(state, splits, artifacts)
+        except ExportError as e:  # the report must still say what happened to each format; exit 3 all the same
+            self.notes.append(f"op-support check skipped: {e}")
+            self.export_failures["check"] = ExportFailure("check", str(e), hint=plain(str(e), 2))
+            return None
 
     def export_twins(self, state: ModelState, stages: list[dict[str, Any]],
                      artifacts: dict[str, Artifact]) -> dict[str, dict[str, Artifact]]:

@@ -236,7 +236,8 @@ class PruneStage(Stage[PruneConfig]):
                     bn.weight.grad.add_(opts.lam * torch.sign(bn.weight.detach()))
 
         train_supervised(model, train.x, train.y, epochs=opts.epochs, lr=opts.lr, batch_size=64, weight_decay=0.0,
-                         seed=ctx.seed, after_backward=sparsify, log=ctx.log, label="slimming epoch")
+                         seed=ctx.seed, after_backward=sparsify, log=ctx.log, label="slimming epoch",
+                         workdir=ctx.workdir / "slimming", resume=ctx.resume, fingerprint=ctx.fingerprint)
 
     def save(self, state: ModelState, ctx: StageContext) -> list[Path]:
         """Save tensors (safetensors) and the pruned structure (JSON) — no pickled code objects."""

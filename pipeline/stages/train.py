@@ -25,7 +25,8 @@ class TrainStage(Stage[TrainConfig]):
             raise DataError(f"stage train needs labels; the train split ({train.origin}) has none")
         history = train_supervised(
             state.model, train.x, train.y, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-            weight_decay=cfg.weight_decay, seed=ctx.seed, x_val=val.x, y_val=val.y, log=ctx.log)
+            weight_decay=cfg.weight_decay, seed=ctx.seed, x_val=val.x, y_val=val.y, log=ctx.log,
+            workdir=ctx.workdir, resume=ctx.resume, fingerprint=ctx.fingerprint)  # Ctrl-C + --resume: next epoch
         metrics = {"epochs": history, "final_loss": history[-1]["loss"],
                    "val_accuracy": history[-1].get("accuracy"), "train_samples": len(train)}
         if cfg.precise_bn:

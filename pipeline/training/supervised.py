@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,13 @@ class CrossEntropyObjective(nn.Module):
 def train_supervised(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
                      weight_decay: float, seed: int, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
                      log: Callable[[str], None] = print, label: str = "epoch",
-                     after_backward: Callable[[nn.Module], None] | None = None) -> list[dict[str, Any]]:
+                     after_backward: Callable[[nn.Module], None] | None = None, workdir: Path | None = None,
+                     resume: bool = False, fingerprint: str = "") -> list[dict[str, Any]]:
     """Cross-entropy training with AdamW and a one-cycle schedule on the shared Trainer; seeded, deterministic.
 
     ``after_backward(module)`` may edit gradients before each optimizer step (e.g. Network Slimming's λ·sign(γ)).
-    Returns the per-epoch history (loss, and validation accuracy when ``x_val``/``y_val`` are given).
+    With ``workdir`` a checkpoint is written every epoch and ``resume`` continues from it when its ``fingerprint``
+    matches. Returns the per-epoch history (loss, and validation accuracy when ``x_val``/``y_val`` are given).
     """
     from edgeship.training.config import TrainerConfig
     from edgeship.training.trainer import Trainer
@@ -44,8 +47,8 @@ def train_supervised(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: 
             return {}
         return {"accuracy": float((predict(model, x_val).argmax(1) == y_val).mean())}
 
-    trainer = Trainer(cfg, workdir=None, seed=seed, log=log, evaluate=evaluate, after_backward=after_backward,
-                      label=label)
+    trainer = Trainer(cfg, workdir=workdir, seed=seed, log=log, evaluate=evaluate, after_backward=after_backward,
+                      resume=resume, fingerprint=fingerprint, label=label)
     history = trainer.fit(CrossEntropyObjective(model), x, y)
     model.eval()
     return history

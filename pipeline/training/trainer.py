@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeship.core.console import interactive, progress_console
 from edgeship.training.config import TrainerConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -93,14 +93,17 @@ def _scheduler(cfg: TrainerConfig, opt: torch.optim.Optimizer, steps_per_epoch: 
 
 
 class _Progress:
-    """A rich progress bar on an interactive terminal (rank 0 only); nothing otherwise (epoch lines suffice)."""
+    """A rich progress bar on an interactive terminal (rank 0 only); nothing otherwise (epoch lines suffice).
+
+    It lives on the shared stderr console, where the log lines go too, so rich redraws it below each line.
+    """
 
     def __init__(self, enabled: bool, total: int, completed: int) -> None:
         self.bar = None
-        if enabled and sys.stderr.isatty():
+        if enabled and interactive():
             from rich.progress import Progress
 
-            self.bar = Progress(transient=True)
+            self.bar = Progress(transient=True, console=progress_console())
             self.task = self.bar.add_task("training", total=total, completed=completed)
             self.bar.start()
 
