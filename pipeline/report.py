@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,75 +20,85 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+def _ratio(v: Any) -> str:
+    """A speed-up as the console prints it: ``6.43x``."""
+    return "—" if v is None else f"{v:.2f}x"
 
 
-def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
-    import matplotlib
+def _table(headers: list[str], rows: list[list[Any]], wrap: tuple[int, ...] = ()) -> str:
+    """A table that never wraps a number and scrolls sideways on a narrow screen; nothing when there are no rows.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots = []
-    rows = [r for r in report["results"] if "latency" in r]
-    if rows or report.get("pytorch_latency"):
-        labels, p50, p90 = [], [], []
-        if report.get("pytorch_latency"):
-            labels.append("pytorch eager")
-            p50.append(report["pytorch_latency"]["p50"])
-            p90.append(report["pytorch_latency"]["p90"])
-        for r in rows:
-            labels.append(f"{r['runtime']} ({r['precision']})")
-            p50.append(r["latency"]["p50"])
-            p90.append(r["latency"]["p90"])
-        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(labels)))
-        ax.barh(labels, p50, color="#4c72b0", label="p50")
-        ax.errorbar(p90, labels, fmt="|", color="#c44e52", markersize=14, label="p90")
-        ax.invert_yaxis()
-        ax.set_xlabel(f"latency per call, ms (batch {rows[0]['latency']['batch'] if rows else 1}, "
-                      f"{report['threads']} threads)")
-        ax.legend(loc="lower right")
-        plots.append(("Latency per runtime", _png(fig)))
-    tables = {k: t for k, t in ((report.get("divergence") or {}).get("runtimes") or {}).items() if t.get("layers")}
-    if tables:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        for label, t in tables.items():
-            ax.plot([r["position"] for r in t["layers"]], [r["sqnr_db"] for r in t["layers"]], marker="o", label=label)
-        floor = max(tables.values(), key=lambda t: len(t["layers"]))["layers"]
-        if any("floor_db" in r for r in floor):
-            ax.plot([r["position"] for r in floor], [r.get("floor_db") for r in floor], color="grey", linestyle=":",
-                    label="reference floor")
-        ax.axhline(report["divergence"]["min_sqnr_db"], color="black", linestyle="--", label="threshold")
-        ax.set_xlabel("depth (reference graph position)")
-        ax.set_ylabel("SQNR vs reference, dB (200 = identical)")
-        ax.legend(fontsize=7)
-        plots.append(("SQNR by depth per runtime", _png(fig)))
-    rows = [r for r in report["results"] if "metrics" in r]
-    if rows:
-        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
-        vals = [r["metrics"]["top1_agreement"] for r in rows]
-        colors = ["#55a868" if r["status"] == "pass" else "#8c8c8c" if r["status"] == "info" else "#c44e52"
-                  for r in rows]
-        ax.barh([r["runtime"] for r in rows], vals, color=colors)
-        ax.axvline(report["gate_config"]["top1_agreement_min"], color="black", linestyle="--", label="gate")
-        ax.set_xlim(min(0.9, min(vals) - 0.01), 1.0005)
-        ax.invert_yaxis()
-        ax.set_xlabel("top-1 agreement with the PyTorch reference")
-        ax.legend(loc="lower left")
-        plots.append(("Top-1 agreement per runtime", _png(fig)))
-    return plots
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    Columns in ``wrap`` hold prose and may wrap. An empty table with headers only says nothing, so none is drawn.
+    """
+    if not rows:
+        return ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(f"<td{' class=wrap' if i in wrap else ''}>{html.escape(_fmt(c))}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _section(title: str, body: str, anchor: str = "") -> str:
+    """``<h2>`` + body, or nothing when the body is empty."""
+    ident = f" id='{anchor}'" if anchor else ""
+    return f"<h2{ident}>{html.escape(title)}</h2>{body}" if body else ""
+
+
+def _anchor(label: str) -> str:
+    return "gates-" + re.sub(r"[^\w-]", "-", label)
+
+
+def _reason(row: dict[str, Any]) -> str | None:
+    """The first failed gate of a row, in one line."""
+    failed = next((g for g in row.get("gates", []) if not g["passed"]), None)
+    if failed is None:
+        return row.get("error")
+    detail = failed["detail"]
+    return f"{failed['gate']}: {detail[:157] + '...' if len(detail) > 160 else detail}"
+
+
+def _card(r: dict[str, Any], report: dict[str, Any]) -> str:
+    """One runtime at a glance: verdict, agreement, error, latency and speed-ups, precision run, device."""
+    status = r.get("status") or report["status"]
+    m, lat = r.get("metrics", {}), r.get("latency", {})
+    agree = m.get("top1_agreement_within_step", m.get("top1_agreement"))
+    error = (f"cosine {_fmt(m.get('cosine'), 6)}" if "metrics_vs_float" in r
+             else f"rel max err {_fmt(m.get('rel_max_err'), 2)}") if m else "not validated"
+    speed = " · ".join(f"{_ratio(r[k])} vs {name}" for k, name in (("speedup_vs_pytorch", "PyTorch"),
+                                                                     ("speedup_vs_fp32", "fp32"),
+                                                                     ("speedup_vs_baseline", "unpruned")) if r.get(k))
+    lines = [f"<div class=verdict>{html.escape(status.upper())}</div>",
+             f"<div class=runtime>{html.escape(r['runtime'])}</div>",
+             f"<div>agreement <b>{_fmt(agree)}</b>" + (f" · vs float {_fmt(r['metrics_vs_float']['top1_agreement'])}"
+                                                      if "metrics_vs_float" in r else "") + "</div>",
+             f"<div>{html.escape(error)}</div>",
+             f"<div>p50 <b>{lat['p50']:.3f} ms</b>" + (f" · {html.escape(speed)}" if speed else "") + "</div>"
+             if lat else "<div>latency not measured</div>",
+             f"<div>precision run: {html.escape(str(r.get('precision')))}</div>",
+             f"<div class=device>device: local ({html.escape(str(report['host']['cpu']))})</div>"]
+    reason = _reason(r) if status == "fail" else None
+    if reason:
+        lines.append(f"<div class=reason>{html.escape(reason)}</div>")
+    if r.get("gates"):
+        lines.append(f"<a href='#{_anchor(r['runtime'])}'>details</a>")
+    return f"<div class='card {html.escape(status)}'>{''.join(lines)}</div>"
+
+
+def _cards(report: dict[str, Any]) -> str:
+    """A card per row, failures first, then the gated rows, then what is only reported."""
+    order = {"fail": 0, "error": 0, "pass": 1}
+    rows = sorted(report["results"], key=lambda r: (order.get(r.get("status", ""), 2), r.get("cross_check", False)))
+    return "<section class=cards>" + "".join(_card(r, report) for r in rows) + "</section>" if rows else ""
+
+
+def _slower_than_fp32(report: dict[str, Any]) -> str:
+    """A warning for every quantized artifact measured slower than its own fp32 twin on the same runtime."""
+    slow = [r for r in report["results"] if r.get("speedup_vs_fp32") is not None and r["speedup_vs_fp32"] < 1]
+    return "".join(
+        f"<div class=warn><b>Slower than fp32:</b> {html.escape(r['runtime'])} runs the {html.escape(r['precision'])} "
+        f"artifact in {r['latency']['p50']:.3f} ms, its fp32 twin in {r['fp32_latency']['p50']:.3f} ms "
+        f"({_ratio(r['speedup_vs_fp32'])}): on this host, quantizing does not pay off on this runtime.</div>"
+        for r in slow)
 
 
 def _accuracy_control_html(index: int, ac: dict[str, Any]) -> str:
@@ -132,110 +141,138 @@ def _first_divergent_row(label: str, table: dict[str, Any]) -> list[Any]:
     return [label, table["matched"], f["layer"], f["op"], f["sqnr_db"], f.get("floor_db"), f["cosine"], f["tensor"]]
 
 
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}"
+    ".scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left;white-space:nowrap;"
+    "font-variant-numeric:tabular-nums}td.wrap{white-space:normal;min-width:18em}th{background:#f3f3f3}"
+    ".badge{display:inline-block;padding:2px 12px;border-radius:4px;color:#fff;font-weight:bold;background:#8c8c8c}"
+    ".badge.pass{background:#2a7a2a}.badge.fail{background:#b00020}.meta{color:#555;font-size:14px}"
+    ".cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:12px;margin:1em 0}"
+    ".card{border:1px solid #ccc;border-left:8px solid #8c8c8c;border-radius:6px;padding:10px;font-size:14px;"
+    "line-height:1.5}.card.pass{border-left-color:#2a7a2a}.card.fail{border-left-color:#b00020}"
+    ".card .verdict{font-size:18px;font-weight:bold;color:#8c8c8c}.card.pass .verdict{color:#2a7a2a}"
+    ".card.fail .verdict{color:#b00020}.card .runtime{font-weight:bold}.card .device{color:#555}"
+    ".card .reason{color:#b00020;margin-top:4px}.warn{background:#fff3cd;border:1px solid #e0b000;padding:8px;"
+    "border-radius:4px;margin:.5em 0}img{max-width:100%;height:auto}pre{background:#f6f6f6;padding:8px;"
+    "overflow-x:auto;font-size:12px}footer{margin-top:2em;border-top:1px solid #ccc}"
+)
+
+
 def render_html(report: dict[str, Any]) -> str:
-    """A self-contained HTML page: verdict, tables and embedded PNG plots."""
+    """A self-contained page (no network): the verdict and a card per runtime first, the detail below."""
+    from edgeship.report_plots import figures
+
     r = report
-    status = r["status"].upper()
-    parts = [f"<h1>edgeship report — {html.escape(r['name'])}</h1>",
-             f"<p class='{r['status']}'><b>{status}</b> · {html.escape(r['created'])} · seed {r['seed']} · "
-             f"{r['threads']} threads · {html.escape(str(r['host']['cpu']))} · {r['wall_seconds']} s</p>"]
+    plots = {ident: (title, png) for ident, title, png in figures(r)}
+
+    def plot(ident: str) -> str:
+        if ident not in plots:
+            return ""
+        title, png = plots[ident]
+        return f"<figure id='{ident}'><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'></figure>"
+
+    status = r["status"]
+    parts = [f"<h1>edgeship report — {html.escape(r['name'])} <span class='badge {html.escape(status)}'>"
+             f"{html.escape(status.upper())}</span></h1>",
+             f"<p class=meta>{html.escape(r['created'])} · seed {r['seed']} · {r['threads']} threads · "
+             f"{html.escape(str(r['host']['cpu']))} · {r['wall_seconds']} s"
+             + (" · nothing was validated" if status == "exported" else "") + "</p>",
+             _cards(r), _slower_than_fp32(r)]
     if r["failed_gates"]:
         parts.append("<h2>Failed gates</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in r["failed_gates"])
                      + "</ul>")
-    if r.get("failed_exports"):
-        parts.append("<h2>Formats that could not be converted</h2>" + _table(
-            ["format", "op", "modules", "hint", "converter message"],
-            [[f, e.get("op"), ", ".join(e.get("modules", [])[:5]), e.get("hint"), e.get("error", "").splitlines()[0]]
-             for f, e in r["exports"].items() if e["status"] == "failed"]))
+    parts.append(_section("Formats that could not be converted", _table(
+        ["format", "op", "modules", "hint", "converter message"],
+        [[f, e.get("op"), ", ".join(e.get("modules", [])[:5]), e.get("hint"), e.get("error", "").splitlines()[0]]
+         for f, e in r["exports"].items() if e["status"] == "failed"], wrap=(2, 3, 4))))
     if r["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in r["notes"]) + "</ul>")
+    rows = []
+    for t in r["results"]:
+        mt, lat = t.get("metrics", {}), t.get("latency", {})
+        rows.append([t["runtime"], t["precision"], t.get("status", "—"), mt.get("top1_agreement"),
+                     mt.get("top5_overlap"), _fmt(mt.get("rel_max_err"), 2), _fmt(mt.get("max_abs_err"), 2),
+                     mt.get("cosine"), mt.get("sqnr_db"), mt.get("non_finite"), mt.get("accuracy"), lat.get("p50"),
+                     lat.get("p90"), lat.get("p99"), _ratio(t.get("speedup_vs_pytorch"))])
+    if r.get("pytorch_latency"):
+        pl = r["pytorch_latency"]
+        rows.insert(0, ["pytorch eager", "fp32", "reference", None, None, None, None, None, None, None,
+                        r["reference"]["accuracy"], pl["p50"], pl["p90"], pl["p99"], _ratio(1.0)])
+    parts.append(_section("Validation and latency", _table(
+        ["runtime", "precision", "status", "top-1 agree", "top-5 overlap", "rel max err", "max abs err", "cosine",
+         "SQNR dB", "non-finite", "accuracy", "p50 ms", "p90 ms", "p99 ms", "speed-up vs PyTorch"], rows)
+        + plot("plot-latency") + plot("plot-agreement")))
     m = r["model"]
-    parts.append("<h2>Model and data</h2>" + _table(["field", "value"], [
+    parts.append(_section("Model and data", _table(["field", "value"], [
         ["source", m["source"]], ["weights", m["weights"] or "(as built)"], ["parameters", m["parameters"]],
         ["input shape", m["input_spec"]["shape"]],
         ["mean / std", f"{m['input_spec']['mean']} / {m['input_spec']['std']}"],
         ["validation data", r["data"]["validation"]], ["reference accuracy", r["reference"]["accuracy"]],
         ["reference tied top-1", r["reference"]["health"]["tied_fraction"]],
-        ["reference classes predicted", r["reference"]["health"]["predicted_classes"]]]))
-    if r["stages"]:
-        parts.append("<h2>Stages</h2>" + _table(["#", "stage", "seconds", "reused", "key metrics"], [
-            [s["index"], s["type"], s.get("seconds"), s.get("reused"),
-             ", ".join(f"{k}={_fmt(v)}" for k, v in s["metrics"].items() if not isinstance(v, list | dict))]
-            for s in r["stages"]]))
-    if r["artifacts"]:
-        parts.append("<h2>Artifacts</h2>" + _table(["format", "file", "MB", "export s", "converter", "sha256"], [
-            [f, a["path"], a["size_bytes"] / 1e6, a["export_seconds"], a["converter"],
-             next(iter(a["sha256"].values()))[:16]] for f, a in r["artifacts"].items()]))
+        ["reference classes predicted", r["reference"]["health"]["predicted_classes"]]], wrap=(1,))))
+    parts.append(_section("Stages", _table(["#", "stage", "seconds", "reused", "key metrics"], [
+        [s["index"], s["type"], s.get("seconds"), s.get("reused"),
+         ", ".join(f"{k}={_fmt(v)}" for k, v in s["metrics"].items() if not isinstance(v, list | dict))]
+        for s in r["stages"]], wrap=(4,)) + "".join(plot(f"plot-training-{s['index']}") for s in r["stages"])))
+    parts.append(_section("Artifacts", _table(["format", "file", "MB", "export s", "converter", "sha256"], [
+        [f, a["path"], a["size_bytes"] / 1e6, a["export_seconds"], a["converter"],
+         next(iter(a["sha256"].values()))[:16]] for f, a in r["artifacts"].items()])))
     q = r.get("quantization")
     if q:
-        parts.append("<h2>Quantization: bit widths per layer</h2>" + _table(
-            ["layer", "kind", "weight bits", "activation bits", "why"],
-            [[b["name"], b["kind"], b["weight_bits"], b["act_bits"], b["reason"]] for b in q["bits"]]))
-        parts.append("<h2>Size against fp32</h2>" + _table(
-            ["format", "MB", "fp32 MB", "ratio", "fp32 basis"],
-            [[f, v["bytes"] / 1e6, v["fp32_bytes"] / 1e6, v["ratio_vs_fp32"], v["fp32_basis"]]
-             for f, v in q["sizes"].items()]))
-        parts.append("<h2>Against the float model (second reference)</h2>" + _table(
+        parts.append(_section("Against the float model (second reference)", _table(
             ["runtime", "top-1 agree", "mismatch when float correct", "rel max err", "SQNR dB", "accuracy",
              "int8 p50 ms", "fp32 twin p50 ms", "speed-up vs fp32"],
             [[t["runtime"], t["metrics_vs_float"]["top1_agreement"],
-              t["metrics_vs_float"].get("mismatch_when_reference_correct"), t["metrics_vs_float"]["rel_max_err"],
-              t["metrics_vs_float"]["sqnr_db"], t["metrics_vs_float"].get("accuracy"),
-              t.get("latency", {}).get("p50"), t.get("fp32_latency", {}).get("p50"), t.get("speedup_vs_fp32")]
-             for t in r["results"] if "metrics_vs_float" in t]))
+              t["metrics_vs_float"].get("mismatch_when_reference_correct"),
+              _fmt(t["metrics_vs_float"]["rel_max_err"], 2), t["metrics_vs_float"]["sqnr_db"],
+              t["metrics_vs_float"].get("accuracy"), t.get("latency", {}).get("p50"),
+              t.get("fp32_latency", {}).get("p50"), _ratio(t.get("speedup_vs_fp32"))]
+             for t in r["results"] if "metrics_vs_float" in t])))
+        parts.append(_section("Quantization: bit widths per layer", _table(
+            ["layer", "kind", "weight bits", "activation bits", "why"],
+            [[b["name"], b["kind"], b["weight_bits"], b["act_bits"], b["reason"]] for b in q["bits"]], wrap=(4,))))
+        parts.append(_section("Size against fp32", _table(
+            ["format", "MB", "fp32 MB", "ratio", "fp32 basis"],
+            [[f, v["bytes"] / 1e6, v["fp32_bytes"] / 1e6, v["ratio_vs_fp32"], v["fp32_basis"]]
+             for f, v in q["sizes"].items()])))
     for s in r["stages"]:
         if "accuracy_control" in s["metrics"]:
             parts.append(_accuracy_control_html(s["index"], s["metrics"]["accuracy_control"]))
-    for s in r["stages"]:
-        if s["type"] != "prune":
-            continue
-        m = s["metrics"]
-        parts.append(f"<h2>Pruning (stage {s['index']}, {html.escape(str(m['criterion']))})</h2>" + _table(
-            ["", "before", "after", "ratio"],
-            [["MACs (M)", m["macs_before"] / 1e6, m["macs_after"] / 1e6, m["macs_ratio"]],
-             ["params (M)", m["params_before"] / 1e6, m["params_after"] / 1e6, m["params_ratio"]]]) + _table(
-            ["layer", "channels before", "channels after"],
-            [[c["layer"], c["before"], c["after"]] for c in m["channels"] if c["before"] != c["after"]]))
-    if any("speedup_vs_baseline" in t for t in r["results"]):
-        parts.append("<h2>Measured speed against the unpruned model (same runtime)</h2>" + _table(
-            ["runtime", "pruned p50 ms", "unpruned p50 ms", "speed-up"],
-            [[t["runtime"], t["latency"]["p50"], t["baseline_latency"]["p50"], t["speedup_vs_baseline"]]
-             for t in r["results"] if "speedup_vs_baseline" in t]))
-    rows = []
-    for t in r["results"]:
-        mt = t.get("metrics", {})
-        lat = t.get("latency", {})
-        rows.append([t["runtime"], t["precision"], t.get("status", "—"), mt.get("top1_agreement"),
-                     mt.get("top5_overlap"), mt.get("rel_max_err"), mt.get("max_abs_err"), mt.get("cosine"),
-                     mt.get("sqnr_db"), mt.get("non_finite"), mt.get("accuracy"), lat.get("p50"), lat.get("p90"),
-                     lat.get("p99"), t.get("speedup_vs_pytorch")])
-    if r.get("pytorch_latency"):
-        p = r["pytorch_latency"]
-        rows.insert(0, ["pytorch eager", "fp32", "reference", 1.0, 1.0, 0.0, 0.0, 1.0, None, 0,
-                        r["reference"]["accuracy"], p["p50"], p["p90"], p["p99"], 1.0])
-    parts.append("<h2>Validation and latency</h2>" + _table(
-        ["runtime", "precision", "status", "top-1 agree", "top-5 overlap", "rel max err", "max abs err", "cosine",
-         "SQNR dB", "non-finite", "accuracy", "p50 ms", "p90 ms", "p99 ms", "speed-up vs PyTorch"], rows))
+        if s["type"] == "prune":
+            pm = s["metrics"]
+            parts.append(_section(f"Pruning (stage {s['index']}, {pm['criterion']})", _table(
+                ["", "before", "after", "ratio"],
+                [["MACs (M)", pm["macs_before"] / 1e6, pm["macs_after"] / 1e6, pm["macs_ratio"]],
+                 ["params (M)", pm["params_before"] / 1e6, pm["params_after"] / 1e6, pm["params_ratio"]]])
+                + _table(["layer", "channels before", "channels after"],
+                         [[c["layer"], c["before"], c["after"]] for c in pm["channels"] if c["before"] != c["after"]])))
+    parts.append(_section("Measured speed against the unpruned model (same runtime)", _table(
+        ["runtime", "pruned p50 ms", "unpruned p50 ms", "speed-up"],
+        [[t["runtime"], t["latency"]["p50"], t["baseline_latency"]["p50"], _ratio(t["speedup_vs_baseline"])]
+         for t in r["results"] if "speedup_vs_baseline" in t])))
     x = r.get("cross_runtime")
     if x:
         names = x["executions"]
-        parts.append("<h2>Cross-runtime agreement (top-1, every execution against every other)</h2>"
-                     + _table(["", *names], [[a, *row] for a, row in zip(names, x["agreement"], strict=True)])
-                     + "".join(f"<p><b>{html.escape(f['kind'])}</b>: {html.escape(f['detail'])}</p>"
-                               for f in x["findings"]))
+        parts.append(_section("Cross-runtime agreement (top-1, every execution against every other)",
+                              _table(["", *names], [[a, *row] for a, row in zip(names, x["agreement"], strict=True)])
+                              + "".join(f"<p><b>{html.escape(f['kind'])}</b>: {html.escape(f['detail'])}</p>"
+                                        for f in x["findings"])))
     dv = r.get("divergence")
     if dv:
-        parts.append(f"<h2>Layer-wise divergence ({dv['samples']} samples against the {html.escape(dv['reference'])}; "
-                     f"first layer below {dv['min_sqnr_db']:g} dB SQNR; reference floor: the reference against "
-                     f"itself with a rounding-sized input perturbation)</h2>" + _table(
-                         DIVERGENCE_COLUMNS, [_first_divergent_row(label, t) for label, t in dv["runtimes"].items()]))
-    gate_rows = [[t["runtime"], g["gate"], g["value"], g["threshold"], "pass" if g["passed"] else "FAIL", g["detail"]]
-                 for t in r["results"] if t.get("gated") for g in t.get("gates", [])]
-    if gate_rows:
-        parts.append("<h2>Gates</h2>" + _table(["runtime", "gate", "value", "threshold", "result", "detail"],
-                                               gate_rows))
-    for title, png in _plots(r):
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
+        parts.append(_section(
+            f"Layer-wise divergence ({dv['samples']} samples against the {dv['reference']}; first layer below "
+            f"{dv['min_sqnr_db']:g} dB SQNR; reference floor: the reference against itself with a rounding-sized "
+            "input perturbation)",
+            _table(DIVERGENCE_COLUMNS, [_first_divergent_row(label, t) for label, t in dv["runtimes"].items()])
+            + plot("plot-sqnr")))
+    gated = [t for t in r["results"] if t.get("gated") and t.get("gates")]
+    if gated:
+        parts.append("<h2>Gates</h2>" + "".join(
+            f"<h3 id='{_anchor(t['runtime'])}'>{html.escape(t['runtime'])}</h3>"
+            + _table(["gate", "value", "threshold", "result", "detail"],
+                     [[g["gate"], g["value"], g["threshold"], "pass" if g["passed"] else "FAIL", g["detail"]]
+                      for g in t["gates"]], wrap=(4,)) for t in gated))
     c = r.get("check")
     if c:
         seen = ", ".join(f"{lv} {n} ops" for lv, n in c["ops_seen"].items())
@@ -243,16 +280,31 @@ def render_html(report: dict[str, Any]) -> str:
                      f"({'no violations' if c['passed'] else 'VIOLATED'}; {html.escape(seen)})</h2>" + _table(
                          ["level", "op", "canonical", "count", "reason", "detail", "where (first)"],
                          [[v["level"], v["op"], v["canonical"], v["count"], v["reason"], v["detail"],
-                           ", ".join(v["where"][:3])] for v in c["violations"]]))
-    op_rows = [[t["runtime"], o["op"], o["precision"], o["count"]] for t in r["results"] for o in t.get("ops", [])]
-    if op_rows:
-        parts.append("<h2>What actually runs</h2>" + _table(["runtime", "op", "precision", "count"], op_rows))
-    parts.append("<h2>Versions</h2>" + _table(["library", "version"], [[k, v] for k, v in r["versions"].items()]))
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
-             "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}"
-             "th{background:#f3f3f3}.pass b{color:#2a7a2a}.fail b{color:#b00020}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgeship — {html.escape(r['name'])}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+                           ", ".join(v["where"][:3])] for v in c["violations"]], wrap=(5, 6)))
+    parts.append(_section("What actually runs", _table(
+        ["runtime", "op", "precision", "count"],
+        [[t["runtime"], o["op"], o["precision"], o["count"]] for t in r["results"] for o in t.get("ops", [])])))
+    parts.append(_footer(r))
+    return (f"<!doctype html><html><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>edgeship — {html.escape(r['name'])}</title><style>{STYLE}</style></head>"
+            f"<body>{''.join(parts)}</body></html>\n")
+
+
+def _footer(r: dict[str, Any]) -> str:
+    """How to reproduce the run: the resolved recipe, the command line, the environment, the logs."""
+    import yaml
+
+    logs = "".join(f"<li><a href='{html.escape(p)}'>{html.escape(p)}</a></li>" for p in r.get("logs", []))
+    host = r["host"]
+    env = _table(["", ""], [["command line", r.get("command")], ["python", host.get("python")],
+                            ["OS", host.get("platform")], ["CPU", f"{host['cpu']} ({host.get('logical_cores')} "
+                                                                  f"cores; {host.get('cpu_flags')})"],
+                            *[[k, v] for k, v in r["versions"].items()]], wrap=(1,))
+    recipe = (f"<h3>Resolved recipe</h3><pre>{html.escape(yaml.safe_dump(r['recipe'], sort_keys=False))}</pre>"
+              if r.get("recipe") else "")
+    return ("<footer><h2>Reproduce</h2>" + recipe + "<h3>Environment</h3>" + env
+            + (f"<h3>Logs</h3><ul>{logs}</ul>" if logs else "") + "</footer>")
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> list[Path]:

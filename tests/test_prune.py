@@ -232,3 +232,27 @@ def test_finetune_recovery_needs_labels(tmp_path, capsys):
                       "validation": {"source": "synthetic", "samples": 32}}
     assert main(["run", str(write_recipe(tmp_path, recipe))]) == 2
     assert "recover.method finetune needs labels" in capsys.readouterr().err
+
+
+def test_an_interrupted_prune_resumes_each_recovery_round_from_its_checkpoint(tmp_path):
+    import edgeship
+
+    recipe = prune_recipe(tmp_path, ratio=0.5, iterative_steps=3, recover={"method": "finetune", "epochs": 2})
+    recipe["validate"] = {"cross_check": False, "gates": {"reference_accuracy_min": None}}
+    seen: list[str] = []
+
+    def interrupt_in_round_2(line: str) -> None:
+        seen.append(line)
+        if "recover epoch 2/2" in line and any("round 2/3" in s for s in seen):
+            raise KeyboardInterrupt  # round 2's second epoch trained, its checkpoint not yet written
+
+    with pytest.raises(KeyboardInterrupt):
+        edgeship.run(recipe, out=tmp_path / "run", log=interrupt_in_round_2)
+    lines: list[str] = []
+    resumed = edgeship.run(recipe, out=tmp_path / "run", resume=True, log=lines.append)
+    resumes = [line for line in lines if "resumed from" in line]
+    assert len(resumes) == 2 and "recover-round1" in resumes[0] and "after recover epoch 2" in resumes[0]
+    assert "recover-round2" in resumes[1] and "after recover epoch 1" in resumes[1]
+    straight = edgeship.run(recipe, out=tmp_path / "straight")
+    prune = [s["metrics"] for s in resumed.report["stages"] if s["type"] == "prune"][0]
+    assert prune == [s["metrics"] for s in straight.report["stages"] if s["type"] == "prune"][0]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,7 +66,7 @@ def run_status(results: list[dict[str, Any]], failed: list[str], export_failures
 def assemble_report(*, recipe: Recipe, started: float, model: torch.nn.Module, model_source: str,
                     spec: InputSpec, splits: Splits, reference: np.ndarray, health: dict[str, Any],
                     quantized: bool, quantization: dict[str, Any] | None, gate_config: GateConfig,
-                    stages: list[dict[str, Any]], artifacts: dict[str, Artifact], run_dir: Any,
+                    stages: list[dict[str, Any]], artifacts: dict[str, Artifact], run_dir: Path,
                     pytorch_latency: dict[str, Any] | None, results: list[dict[str, Any]],
                     op_check: dict[str, Any] | None, export_failures: dict[str, ExportFailure],
                     cross_runtime: dict[str, Any] | None, divergence: dict[str, Any] | None,
@@ -107,4 +110,7 @@ def assemble_report(*, recipe: Recipe, started: float, model: torch.nn.Module, m
         "failed_gates": failed,
         "failed_exports": [f.summary for f in export_failures.values()],
         "notes": notes,
+        "recipe": recipe.dump(),
+        "command": shlex.join(sys.argv),  # the process that ran it (the CLI's arguments, or a script's)
+        "logs": sorted(str(p.relative_to(run_dir)) for p in (run_dir / "logs").glob("*") if p.is_file()),
     }

@@ -141,7 +141,7 @@ class PruneStage(Stage[PruneConfig]):
                 ctx.log(f"  round {r}/{rounds}: MACs {macs / base_macs:.1%}; {cfg.recover.method} "
                         f"{cfg.recover.epochs} epochs")
                 recoveries.append({"round": r, "macs_ratio": macs / base_macs,
-                                   "epochs": self._recover(model, teacher, ctx, cfg.recover)})
+                                   "epochs": self._recover(model, teacher, ctx, cfg.recover, r)})
         model.zero_grad(set_to_none=True)
         model.eval()
         notes = budget_notes(cfg, round_to, steps, (macs / base_macs, params / base_params),
@@ -162,8 +162,14 @@ class PruneStage(Stage[PruneConfig]):
 
     @staticmethod
     def _recover(model: nn.Module, teacher: nn.Module | None, ctx: StageContext,
-                 opts: RecoverOptions) -> list[dict]:
-        """Train the partly pruned model between rounds; return the per-epoch history."""
+                 opts: RecoverOptions, round_: int) -> list[dict]:
+        """Train the partly pruned model between rounds; return the per-epoch history.
+
+        Each round checkpoints in its own folder: a resumed stage prunes the same channels again (the ranking is
+        seeded) and each round's training continues from its last epoch, or is skipped when it had finished.
+        """
+        resume = {"workdir": ctx.workdir / f"recover-round{round_}", "resume": ctx.resume,
+                  "fingerprint": ctx.fingerprint}
         from edgeship.training.supervised import train_supervised
 
         train = ctx.splits.train
@@ -171,15 +177,15 @@ class PruneStage(Stage[PruneConfig]):
             if train.y is None:
                 raise DataError("prune.recover.method finetune needs labels; use distill on unlabeled data")
             return train_supervised(model, train.x, train.y, epochs=opts.epochs, lr=opts.lr, batch_size=64,
-                                    weight_decay=1e-4, seed=ctx.seed, log=ctx.log, label="recover epoch")
+                                    weight_decay=1e-4, seed=ctx.seed, log=ctx.log, label="recover epoch", **resume)
         from edgeship.distill.config import DistillConfig
         from edgeship.distill.engine import carve_holdout, distill_once
 
         cfg = DistillConfig(type="distill", method="kd", alpha=0.0 if train.y is None else 1.0,
                             trainer={"epochs": opts.epochs, "lr": opts.lr})
         data = carve_holdout(train.x, train.y, 0.0, ctx.seed, ctx.splits.validation.x, ctx.splits.validation.y)
-        return distill_once(model, teacher, cfg.method_terms(), data, cfg, cfg.trainer, seed=ctx.seed,
-                            workdir=None, log=ctx.log)
+        return distill_once(model, teacher, cfg.method_terms(), data, cfg, cfg.trainer, seed=ctx.seed, log=ctx.log,
+                            **resume)
 
     @staticmethod
     def _prune_heads(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module], cfg: PruneConfig,
