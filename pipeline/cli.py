@@ -225,6 +225,7 @@ def _execute(args: argparse.Namespace, console: Console) -> int:
         return _verdict(result, args, (result.report.get("check") or {}).get("profile", ""))
     recipe_path = demo_recipe() if args.command == "demo" else Path(args.recipe)
     recipe = load_recipe(recipe_path, args.overrides)
+    _quiet_torch_loggers()
     out = args.out or Path(recipe.output_dir) / recipe.name
     if is_main_process() and not args.quiet:
         console.print(f"[bold]edgeship[/] {escape(f'{recipe_path} -> {out}')}")
@@ -232,6 +233,19 @@ def _execute(args: argparse.Namespace, console: Console) -> int:
     if result.report.get("status") == "worker":  # a torchrun worker: rank 0 reports
         return EXIT_OK
     return _verdict(result, args, recipe.check.profile)
+
+
+def _quiet_torch_loggers() -> None:
+    """Keep torch's own loggers to errors: their deprecation chatter bypasses our console.
+
+    torchao's ``register_constant`` warning printed on every quantized run. Set after torch is imported, which
+    configures these loggers.
+    """
+    import logging
+
+    import torch  # noqa: F401 - its import sets up the loggers this quiets
+
+    logging.getLogger("torch").setLevel(logging.ERROR)
 
 
 def _output(args: argparse.Namespace) -> Console:
@@ -248,12 +262,10 @@ def _verdict(result: RunResult, args: argparse.Namespace, profile: str) -> int:
     """Print the summary and what failed, all on one stream; return the exit code (exports/ops 3, gates 4)."""
     from edgeship.report import summary_table
 
-    if result.failed_exports:  # the other formats were still written, validated and reported
-        code = EXIT_UNSUPPORTED
-    elif result.unsupported:  # the device cannot run it at all: that outranks a gate verdict
-        code = EXIT_UNSUPPORTED
-    else:
-        code = EXIT_GATE if result.failed_gates else EXIT_OK
+    # A format that could not be written (the others were still validated), or ops the device cannot run at all,
+    # outrank a gate verdict.
+    code = (EXIT_UNSUPPORTED if result.failed_exports or result.unsupported
+            else EXIT_GATE if result.failed_gates else EXIT_OK)
     out = _output(args)
     if not (args.json_summary and args.quiet):
         out.print(summary_table(result.report))

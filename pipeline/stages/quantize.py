@@ -115,13 +115,14 @@ def quantize_state(cfg: QuantizeConfig, state: ModelState, ctx: StageContext,
     for w in warnings:
         ctx.log(f"  warning: {w}")
     stem = pixels.stem if pixels else None
-    quantizer = build_quantizer(cfg, table, stem=stem)
+    log = ctx.workdir / "quantize.log"  # litert-torch's annotators print partition notes
+    with captured_output(log):  # its first import prints absl/oneDNN notices from native code
+        quantizer = build_quantizer(cfg, table, stem=stem)
     # torch.export's module shares parameter storage with its source: QAT would train the float model too.
     graph = dynamic_batch_export(copy.deepcopy(float_model), torch.from_numpy(calib[:2]))
     depthwise = standalone_batch_norms_to_depthwise(graph)
     if depthwise:
         ctx.log(f"  {len(depthwise)} BatchNorm(s) without a preceding conv quantize as depthwise 1x1 convs")
-    log = ctx.workdir / "quantize.log"  # litert-torch's annotators print partition notes
     control = None
     if cfg.mode == "ptq":
         def ptq(bits: list, float_layers: frozenset[str] = frozenset()) -> torch.nn.Module:
