@@ -147,6 +147,8 @@ def _common(s: argparse.ArgumentParser) -> None:
                    help="override a recipe field, e.g. --set profile.threads=4 (repeatable)")
     s.add_argument("--out", help="run directory (default: <output_dir>/<name> from the recipe)")
     s.add_argument("--resume", action="store_true", help="reuse stages whose inputs and config are unchanged")
+    s.add_argument("--device", help="run the runtimes on this device: local or ssh://[user@]host[:port] "
+                                    "(the recipe's device.url)")
     _global(s)
 
 
@@ -224,7 +226,7 @@ def _execute(args: argparse.Namespace, console: Console) -> int:
         _output(args).print(divergence_summary(result.report))
         return _verdict(result, args, (result.report.get("check") or {}).get("profile", ""))
     recipe_path = demo_recipe() if args.command == "demo" else Path(args.recipe)
-    recipe = load_recipe(recipe_path, args.overrides)
+    recipe = load_recipe(recipe_path, args.overrides + ([f"device.url={args.device}"] if args.device else []))
     _quiet_torch_loggers()
     out = args.out or Path(recipe.output_dir) / recipe.name
     if is_main_process() and not args.quiet:

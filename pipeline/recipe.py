@@ -18,6 +18,7 @@ from edgeship.core.validation import DeprecatedKey, Strict, format_errors, load_
 from edgeship.exporters import FORMATS
 from edgeship.stages import StageEntry
 from edgeship.targets import parse_runtime
+from edgeship.targets.devices import DeviceConfig
 
 # Top-level keys renamed since recipes were first written: old name -> new name (a note, never an error).
 RENAMED = {"profile": "latency"}
@@ -254,6 +255,9 @@ class Recipe(Strict):
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
     latency: LatencyConfig = Field(default=LatencyConfig(), description="timing settings (formerly profile:)")
     check: CheckConfig = CheckConfig()
+    device: DeviceConfig = Field(default_factory=DeviceConfig,
+                                 description="where the runtimes run: local, or ssh://[user@]host[:port] (a string, "
+                                             "or a mapping with url, python, ssh_config, workdir, timeouts)")
     # Deprecated keys met while loading (renamed since), for the report's notes.
     _deprecations: list[str] = PrivateAttr(default_factory=list)
     # Where `module:factory` sources are looked up before sys.path: the recipe's folder (a file), then the cwd.
@@ -275,6 +279,11 @@ class Recipe(Strict):
     def deprecations(self) -> list[str]:
         """What the recipe still calls by an old name (each a note in the report)."""
         return self._deprecations
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_url(cls, v: Any) -> Any:
+        return {"url": v} if isinstance(v, str) else v
 
     @field_validator("name")
     @classmethod

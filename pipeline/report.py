@@ -75,13 +75,19 @@ def _card(r: dict[str, Any], report: dict[str, Any]) -> str:
              f"<div>p50 <b>{lat['p50']:.3f} ms</b>" + (f" · {html.escape(speed)}" if speed else "") + "</div>"
              if lat else "<div>latency not measured</div>",
              f"<div>precision run: {html.escape(str(r.get('precision')))}</div>",
-             f"<div class=device>device: local ({html.escape(str(report['host']['cpu']))})</div>"]
+             f"<div class=device>device: {html.escape(_where(r, report))}</div>"]
     reason = _reason(r) if status == "fail" else None
     if reason:
         lines.append(f"<div class=reason>{html.escape(reason)}</div>")
     if r.get("gates"):
         lines.append(f"<a href='#{_anchor(r['runtime'])}'>details</a>")
     return f"<div class='card {html.escape(status)}'>{''.join(lines)}</div>"
+
+
+def _where(r: dict[str, Any], report: dict[str, Any]) -> str:
+    """Where a row's figures were measured: this machine, or the device that answered (its name and CPU)."""
+    d = r.get("device")
+    return f"{d.get('hostname')} ({d.get('cpu')}) via {d['url']}" if d else f"local ({report['host']['cpu']})"
 
 
 def _cards(report: dict[str, Any]) -> str:

@@ -86,6 +86,7 @@ def assemble_report(*, recipe: Recipe, started: float, model: torch.nn.Module, m
         "status": run_status(results, failed, export_failures),
         "seed": recipe.seed,
         "threads": recipe.latency.threads,
+        "device": recipe.device.url,  # each row's "device" says what answered there (name, CPU, OS, versions)
         "host": host_info(),
         "versions": library_versions(),
         "wall_seconds": round(time.perf_counter() - started, 1),

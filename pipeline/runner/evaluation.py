@@ -25,6 +25,7 @@ from edgeship.recipe import GateConfig, Recipe
 from edgeship.stage import ModelState
 from edgeship.targets import RUNTIMES, open_session, parse_runtime
 from edgeship.targets.base import RuntimeSession, time_callable
+from edgeship.targets.devices import SshDevice
 
 VS_FLOAT_KEYS = ("top1_agreement", "differing_labels", "mismatch", "mismatch_when_reference_correct", "rel_max_err",
                  "cosine", "sqnr_db", "accuracy")
@@ -84,6 +85,7 @@ class Evaluator:
                  phases: tuple[str, ...]) -> None:
         self.recipe, self.run_dir, self.log, self.phases = recipe, run_dir, log, phases
         self.outputs: dict[str, np.ndarray] = {}  # validation logits by row label (the cross-runtime matrix)
+        self.device = None if recipe.device.local else SshDevice(recipe.device)  # where the rows run
 
     @property
     def validating(self) -> bool:
@@ -113,8 +115,11 @@ class Evaluator:
 
     def validate(self, session: RuntimeSession, ev: Evaluation, gated: bool, label: str) -> dict[str, Any]:
         """Run the validation split on ``session``; compare with the reference (and the float model, if quantized)."""
+        return self.judge(session.run(ev.splits.validation.x), ev, gated, label)
+
+    def judge(self, out: np.ndarray, ev: Evaluation, gated: bool, label: str) -> dict[str, Any]:
+        """Metrics and gates of a row's validation outputs ``out`` (from this process or from a device)."""
         val = ev.splits.validation
-        out = session.run(val.x)
         self.outputs[label] = out
         metrics = compare(out, ev.reference, val.y, ev.output_step, ev.rounding)
         vs_float = compare(out, ev.float_reference, val.y) if ev.float_reference is not None else None
@@ -127,6 +132,8 @@ class Evaluator:
 
     def measure(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
         """Validate and time one row, and time its twins on the same runtime (a cross-check: validate only)."""
+        if self.device is not None:
+            return self.measure_on_device(row, ev, twins)
         if row.cross:
             return self.cross_check(row, ev)
         session, gated = self.open(row.runtime, row.artifact)
@@ -150,6 +157,50 @@ class Evaluator:
                 entry[f"{name}_latency"] = twin.latency(sample, lat.warmup, lat.runs).to_dict()
                 entry[f"{name}_precision"] = twin.precision
                 entry[f"speedup_vs_{name}"] = round(entry[f"{name}_latency"]["p50"] / entry["latency"]["p50"], 3)
+        return entry
+
+    def measure_on_device(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
+        """One row on the recipe's device, through the device runner in a fresh process there.
+
+        What ran at which precision is read here from the same file (the device runs that very file); speed-ups
+        against PyTorch are left out, since PyTorch ran on this machine, while the twins are timed on the device.
+        """
+        assert self.device is not None
+        if row.cross:  # a cross-check informs, as it does locally: a device that cannot run it is reported
+            try:
+                return self._device_row(row, ev, twins)
+            except Exception as e:
+                self.log(f"cross-check {row.label}: could not run: {plain(str(e), 1)}")
+                return {"runtime": row.label, "format": row.artifact.format, "precision": "—", "cross_check": True,
+                        "gated": False, "status": "error", "error": plain(str(e), 3)}
+        return self._device_row(row, ev, twins)
+
+    def _device_row(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
+        assert self.device is not None
+        runtime, variant = parse_runtime(row.runtime)
+        chosen = runtime.variants[variant] if variant else None
+        lat = self.recipe.latency
+        job = {"runtime": runtime.name, "options": {**runtime.options, **(chosen.options if chosen else {})},
+               "batch": row.artifact.batch, "threads": lat.threads, "warmup": lat.warmup, "runs": lat.runs,
+               "validate": self.validating, "profile": self.timing and not row.cross}
+        gated = (chosen.gated if chosen else True) and not row.cross
+        self.log(f"{'cross-check' if row.cross else 'validate/profile'} {row.label} on {self.device.cfg.url}")
+        answer, out = self.device.execute(job, row.artifact.files, ev.splits.validation.x)
+        session, _ = self.open(row.runtime, row.artifact)
+        entry: dict[str, Any] = {"runtime": row.label, "format": row.artifact.format, "precision": session.precision,
+                                 "gated": gated, "threads": lat.threads, "ops": [vars(o) for o in session.op_report()],
+                                 **({"cross_check": True} if row.cross else {}),
+                                 "device": {"url": self.device.cfg.url,
+                                            **{k: v for k, v in answer.items() if k != "latency"}}}
+        if out is not None:
+            entry.update(self.judge(out, ev, gated, row.label))
+        if "latency" in answer:
+            entry["latency"] = answer["latency"]
+            for name, twin in twins.items():
+                twin_answer, _ = self.device.execute({**job, "validate": False}, twin.files,
+                                                     ev.splits.validation.x[: max(twin.batch, 1)])
+                entry[f"{name}_latency"] = twin_answer["latency"]
+                entry[f"speedup_vs_{name}"] = round(twin_answer["latency"]["p50"] / answer["latency"]["p50"], 3)
         return entry
 
     def cross_check(self, row: Row, ev: Evaluation) -> dict[str, Any]:
