@@ -114,8 +114,8 @@ def _latency(run, sample, warmup, runs, max_rounds, cv_max):
     s = np.array(samples)
     return {"p50": float(np.percentile(s, 50)), "p90": float(np.percentile(s, 90)),
             "p99": float(np.percentile(s, 99)), "mean": float(s.mean()), "std": float(s.std()),
-            "min": float(s.min()), "max": float(s.max()), "runs": len(s), "warmup": warmup, "rounds": len(medians),
-            "round_p50_cv": cv, "stable": cv is not None and cv <= cv_max}
+            "min": float(s.min()), "max": float(s.max()), "runs": runs, "warmup": warmup, "rounds": len(medians),
+            "timed_calls": len(s), "round_p50_cv": cv, "stable": cv is not None and cv <= cv_max}
 
 
 def answer(job):

@@ -15,7 +15,9 @@ import io
 import json
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -73,7 +75,7 @@ class SshDevice:
     def __init__(self, cfg: DeviceConfig) -> None:
         m = SSH_URL.match(cfg.url)
         assert m is not None  # DeviceConfig validated it
-        self.cfg = cfg
+        self.cfg, self.url = cfg, cfg.url
         self.target = f"{m['user']}@{m['host']}" if m["user"] else m["host"]
         self.port = m["port"]
         self._listing: set[str] | None = None
@@ -160,15 +162,59 @@ class SshDevice:
                     self.ssh(f"rm -rf {shlex.quote(run)}", "cleaning up")
                 except DeviceError:  # the run's own error says more; a leftover folder on the device is harmless
                     pass
-        if answer.get("error") == "missing_package":
-            from edgeship.core.environment import library_versions
+        return _checked(answer, self.url, self.cfg.python, job["runtime"]), outputs
 
-            package = answer["package"]
-            version = library_versions().get(package)
-            pin = f"=={version}" if version and version != "missing" else ""
-            raise DeviceError(f"device {self.cfg.url}: {self.cfg.python} there has no {package}; install it on the "
-                              f"device (pip install {package}{pin}, the version this host validated with)")
-        if "error" in answer:
-            raise DeviceError(f"device {self.cfg.url}: {job['runtime']} could not run the artifact there: "
-                              f"{answer.get('detail', answer['error'])}")
-        return answer, outputs
+
+def _checked(answer: dict[str, Any], url: str, python: str, runtime: str) -> dict[str, Any]:
+    """The runner's answer, or the ``DeviceError`` it reports (a missing package is named with this host's version)."""
+    if answer.get("error") == "missing_package":
+        from edgeship.core.environment import library_versions
+
+        package = answer["package"]
+        version = library_versions().get(package)
+        pin = f"=={version}" if version and version != "missing" else ""
+        raise DeviceError(f"device {url}: {python} there has no {package}; install it on the device "
+                          f"(pip install {package}{pin}, the version this host validated with)")
+    if "error" in answer:
+        raise DeviceError(f"device {url}: {runtime} could not run the artifact there: "
+                          f"{answer.get('detail', answer['error'])}")
+    return answer
+
+
+class LocalProcess:
+    """The local machine through the same runner, in a fresh process per call: how every local row is timed.
+
+    One runtime's thread pool, or the PyTorch and runtime libraries this process has loaded, never disturb
+    another's timing; the answer carries the process's load time and peak resident memory too.
+    """
+
+    url = "local"
+
+    def __init__(self, python: str = sys.executable, timeout: int = 900) -> None:
+        self.python, self.timeout = python, timeout
+
+    def execute(self, job: dict[str, Any], model: list[Path], inputs: np.ndarray) -> tuple[dict[str, Any],
+                                                                                          np.ndarray | None]:
+        """Run ``job`` on ``model``'s files and ``inputs`` in a child process; the answer and the outputs."""
+        with tempfile.TemporaryDirectory(prefix=".edgeship-tmp-") as tmp:
+            folder = Path(tmp)
+            np.save(folder / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
+            full = {**job, "model": str(model[0]), "inputs": str(folder / "inputs.npy"),
+                    "outputs": str(folder / "outputs.npy"), "result": str(folder / "result.json")}
+            (folder / "job.json").write_text(json.dumps(full))
+            # Run from a folder of its own, as on a device: beside edgeship's targets/onnxruntime.py, openvino.py
+            # and litert.py, Python would import those instead of the runtimes.
+            runner = shutil.copy(RUNNER, folder / RUNNER.name)
+            try:
+                done = subprocess.run([self.python, str(runner), str(folder / "job.json")], capture_output=True,
+                                      timeout=self.timeout, check=False)
+            except subprocess.TimeoutExpired:
+                raise DeviceError(f"{job['runtime']} did not finish timing within {self.timeout} s") from None
+            if done.returncode != 0 or not (folder / "result.json").is_file():
+                from edgeship.core.errors import plain
+
+                raise DeviceError(f"{job['runtime']}: the timing process failed: "
+                                  f"{plain(done.stderr.decode(errors='replace'), 3) or done.returncode}")
+            answer = json.loads((folder / "result.json").read_text())
+            outputs = np.load(folder / "outputs.npy") if job.get("validate") and "error" not in answer else None
+        return _checked(answer, self.url, self.python, job["runtime"]), outputs

@@ -25,7 +25,7 @@ from edgeship.recipe import GateConfig, Recipe
 from edgeship.stage import ModelState
 from edgeship.targets import RUNTIMES, open_session, parse_runtime
 from edgeship.targets.base import RuntimeSession, time_callable
-from edgeship.targets.devices import SshDevice
+from edgeship.targets.devices import LocalProcess, SshDevice
 
 VS_FLOAT_KEYS = ("top1_agreement", "differing_labels", "mismatch", "mismatch_when_reference_correct", "rel_max_err",
                  "cosine", "sqnr_db", "accuracy")
@@ -146,18 +146,30 @@ class Evaluator:
             entry.update(self.validate(session, ev, gated, row.label))
         if self.timing:
             lat = self.recipe.latency
-            self.log(f"profile {row.label}: {lat.runs} runs, {lat.threads} threads")
+            self.log(f"profile {row.label}: {lat.runs} runs, {lat.threads} threads, in a fresh process")
             sample = ev.splits.validation.x[: max(row.artifact.batch, 1)]
-            entry["latency"] = session.latency(sample, lat.warmup, lat.runs).to_dict()
+            job = self.job(row, validate=False, profile=True)
+            answer, _ = LocalProcess().execute(job, row.artifact.files, sample)
+            entry["latency"] = answer["latency"]
+            entry["timing_process"] = {k: v for k, v in answer.items() if k != "latency"}
             if ev.pytorch_latency:
                 entry["speedup_vs_pytorch"] = round(ev.pytorch_latency["p50"] / entry["latency"]["p50"], 3)
             for name, twin_artifact in twins.items():
                 twin, _ = self.open(row.runtime, twin_artifact)
                 self.log(f"profile {row.label} {name} twin ({twin.precision})")
-                entry[f"{name}_latency"] = twin.latency(sample, lat.warmup, lat.runs).to_dict()
+                entry[f"{name}_latency"] = LocalProcess().execute(job, twin_artifact.files, sample)[0]["latency"]
                 entry[f"{name}_precision"] = twin.precision
                 entry[f"speedup_vs_{name}"] = round(entry[f"{name}_latency"]["p50"] / entry["latency"]["p50"], 3)
         return entry
+
+    def job(self, row: Row, validate: bool, profile: bool) -> dict[str, Any]:
+        """What the device runner does for ``row``: its runtime and options (a variant's too), batch and timing."""
+        runtime, variant = parse_runtime(row.runtime)
+        chosen = runtime.variants[variant] if variant else None
+        lat = self.recipe.latency
+        return {"runtime": runtime.name, "options": {**runtime.options, **(chosen.options if chosen else {})},
+                "batch": row.artifact.batch, "threads": lat.threads, "warmup": lat.warmup, "runs": lat.runs,
+                "validate": validate, "profile": profile}
 
     def measure_on_device(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
         """One row on the recipe's device, through the device runner in a fresh process there.
@@ -177,20 +189,16 @@ class Evaluator:
 
     def _device_row(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
         assert self.device is not None
-        runtime, variant = parse_runtime(row.runtime)
-        chosen = runtime.variants[variant] if variant else None
-        lat = self.recipe.latency
-        job = {"runtime": runtime.name, "options": {**runtime.options, **(chosen.options if chosen else {})},
-               "batch": row.artifact.batch, "threads": lat.threads, "warmup": lat.warmup, "runs": lat.runs,
-               "validate": self.validating, "profile": self.timing and not row.cross}
-        gated = (chosen.gated if chosen else True) and not row.cross
-        self.log(f"{'cross-check' if row.cross else 'validate/profile'} {row.label} on {self.device.cfg.url}")
+        job = self.job(row, validate=self.validating, profile=self.timing and not row.cross)
+        self.log(f"{'cross-check' if row.cross else 'validate/profile'} {row.label} on {self.device.url}")
         answer, out = self.device.execute(job, row.artifact.files, ev.splits.validation.x)
-        session, _ = self.open(row.runtime, row.artifact)
+        session, gated = self.open(row.runtime, row.artifact)
+        gated = gated and not row.cross
         entry: dict[str, Any] = {"runtime": row.label, "format": row.artifact.format, "precision": session.precision,
-                                 "gated": gated, "threads": lat.threads, "ops": [vars(o) for o in session.op_report()],
+                                 "gated": gated, "threads": job["threads"],
+                                 "ops": [vars(o) for o in session.op_report()],
                                  **({"cross_check": True} if row.cross else {}),
-                                 "device": {"url": self.device.cfg.url,
+                                 "device": {"url": self.device.url,
                                             **{k: v for k, v in answer.items() if k != "latency"}}}
         if out is not None:
             entry.update(self.judge(out, ev, gated, row.label))
