@@ -31,7 +31,7 @@ def profile(recipe: str, device: dict[str, Any], overrides: list[str], out: Path
         m, lat, d = r.get("metrics", {}), r.get("latency") or {}, r.get("device") or {}
         rows[r["runtime"]] = {"status": r.get("status"), "agreement": m.get("top1_agreement"),
                               "rel_max_err": m.get("rel_max_err"), "p50": lat.get("p50"), "p90": lat.get("p90"),
-                              "rounds": lat.get("rounds"), "stable": lat.get("stable"),
+                              "rounds": lat.get("rounds"), "stable": lat.get("stable"), "cv": lat.get("round_p50_cv"),
                               "cpu": d.get("cpu", result.report["host"]["cpu"]), "os": d.get("os"),
                               "runtime_version": d.get("runtime_version")}
     return {"status": result.status, "rows": rows}

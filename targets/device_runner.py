@@ -78,6 +78,7 @@ RUNTIMES = {"onnxruntime": _onnxruntime, "litert": _litert, "openvino": _openvin
 
 
 def _cpu():
+    # edgeship.core.environment.cpu_model's twin, on purpose: this program runs where edgeship is not installed.
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
