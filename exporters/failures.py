@@ -59,11 +59,15 @@ def diagnose(fmt: str, message: str, model: Any = None, example: Any = None) -> 
     if dependency:
         return ExportFailure(fmt, message, hint=f"converted from the {dependency.group(1)} artifact, whose export "
                                                 "failed: fix that format first")
-    # A converter that says torch.export failed may cut the reason short: torch.export's own message has it.
-    export_failed = model is not None and "torch.export" in message and not DATA_DEPENDENT.search(message)
-    own = export_error(model, example) if export_failed else message
+    # A converter's message may cut torch.export's reason short, or name no line of the user's: torch.export's
+    # own message (asked for once) has both.
+    own = message
+    if model is not None and "torch.export" in message and not DATA_DEPENDENT.search(message):
+        own = export_error(model, example)
     if DATA_DEPENDENT.search(own):
-        site = user_frame(own) or (user_frame(export_error(model, example)) if model is not None else None)
+        site = user_frame(own)
+        if site is None and own is message and model is not None:
+            site = user_frame(export_error(model, example))
         return ExportFailure(fmt, message, "data-dependent control flow", (site,) if site else (),
                              DATA_DEPENDENT_HINT)
     for pattern, hint in KNOWN:

@@ -55,6 +55,12 @@ def open_session(spec: str, artifact: Artifact, threads: int) -> tuple[RuntimeSe
         session_cls: Any = getattr(importlib.import_module(module), cls)
     except ImportError as e:
         raise RuntimeUnavailableError(f"runtime {runtime.name} needs a package that is not installed: {e}") from e
+    options, gated = runtime_options(spec)
+    return session_cls(artifact, threads=threads, **options), gated
+
+
+def runtime_options(spec: str) -> tuple[dict[str, Any], bool]:
+    """The session options of ``name[@variant]`` (the variant's over the runtime's), and whether its row is gated."""
+    runtime, variant = parse_runtime(spec)
     chosen = runtime.variants[variant] if variant else None
-    options = {**runtime.options, **(chosen.options if chosen else {})}
-    return session_cls(artifact, threads=threads, **options), chosen.gated if chosen else True
+    return {**runtime.options, **(chosen.options if chosen else {})}, chosen.gated if chosen else True

@@ -23,7 +23,7 @@ from edgeship.gates import evaluate_gates, resolve_gates
 from edgeship.metrics import compare
 from edgeship.recipe import GateConfig, Recipe
 from edgeship.stage import ModelState
-from edgeship.targets import RUNTIMES, open_session, parse_runtime
+from edgeship.targets import RUNTIMES, open_session, parse_runtime, runtime_options
 from edgeship.targets.base import RuntimeSession, time_callable
 from edgeship.targets.devices import LocalProcess, SshDevice
 
@@ -164,10 +164,8 @@ class Evaluator:
 
     def job(self, row: Row, validate: bool, profile: bool) -> dict[str, Any]:
         """What the device runner does for ``row``: its runtime and options (a variant's too), batch and timing."""
-        runtime, variant = parse_runtime(row.runtime)
-        chosen = runtime.variants[variant] if variant else None
         lat = self.recipe.latency
-        return {"runtime": runtime.name, "options": {**runtime.options, **(chosen.options if chosen else {})},
+        return {"runtime": parse_runtime(row.runtime)[0].name, "options": runtime_options(row.runtime)[0],
                 "batch": row.artifact.batch, "threads": lat.threads, "warmup": lat.warmup, "runs": lat.runs,
                 "validate": validate, "profile": profile}
 

@@ -142,7 +142,7 @@ class Runner:
             raise
         report = assemble_report(
             recipe=recipe, started=started, model=model, model_source=recipe.model.source, spec=spec, splits=splits,
-            reference=reference, health=health, quantized=state.quantized,
+            health=health, quantized=state.quantized,
             quantization=(quantization_summary(state, artifacts, twins.get("fp32", {})) if state.quantized
                           else None),
             gate_config=gates, stages=stages, artifacts=artifacts,
