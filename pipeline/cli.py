@@ -147,7 +147,7 @@ def _common(s: argparse.ArgumentParser) -> None:
                    help="override a recipe field, e.g. --set profile.threads=4 (repeatable)")
     s.add_argument("--out", help="run directory (default: <output_dir>/<name> from the recipe)")
     s.add_argument("--resume", action="store_true", help="reuse stages whose inputs and config are unchanged")
-    s.add_argument("--device", help="run the runtimes on this device: local or ssh://[user@]host[:port] "
+    s.add_argument("--device", help="run the runtimes on this device: local, ssh://[user@]host[:port] or adb://SERIAL "
                                     "(the recipe's device.url)")
     _global(s)
 

@@ -227,6 +227,8 @@ class LatencyConfig(Strict):
     threads: int = Field(default=2, ge=1)
     warmup: int = Field(default=10, ge=0)
     runs: int = Field(default=50, ge=10)
+    op_profile: bool = Field(default=True, description="also time every op with the runtime's own profiler "
+                                                       "(hot spots by module and precision, in the report)")
     compare_fp32: bool = Field(default=True, description="quantized runs: also export and time the float model "
                                                           "on each runtime (speed-up vs fp32, same runtime)")
     compare_baseline: bool = Field(default=True, description="pruned runs: also export and time the model before "

@@ -76,6 +76,8 @@ def _card(r: dict[str, Any], report: dict[str, Any]) -> str:
              if lat else "<div>latency not measured</div>",
              f"<div>precision run: {html.escape(str(r.get('precision')))}</div>",
              f"<div class=device>device: {html.escape(_where(r, report))}</div>"]
+    if r.get("note"):  # a row its device could not validate or run
+        lines.append(f"<div class=reason>{html.escape(r['note'])}</div>")
     reason = _reason(r) if status == "fail" else None
     if reason:
         lines.append(f"<div class=reason>{html.escape(reason)}</div>")
@@ -87,7 +89,9 @@ def _card(r: dict[str, Any], report: dict[str, Any]) -> str:
 def _where(r: dict[str, Any], report: dict[str, Any]) -> str:
     """Where a row's figures were measured: this machine, or the device that answered (its name and CPU)."""
     d = r.get("device")
-    return f"{d.get('hostname')} ({d.get('cpu')}) via {d['url']}" if d else f"local ({report['host']['cpu']})"
+    if not d:
+        return f"local ({report['host']['cpu']})"
+    return f"{d.get('hostname')} ({d.get('cpu')}) via {d['url']}" if d.get("hostname") else d["url"]
 
 
 def _cards(report: dict[str, Any]) -> str:
@@ -287,6 +291,8 @@ def render_html(report: dict[str, Any]) -> str:
                          ["level", "op", "canonical", "count", "reason", "detail", "where (first)"],
                          [[v["level"], v["op"], v["canonical"], v["count"], v["reason"], v["detail"],
                            ", ".join(v["where"][:3])] for v in c["violations"]], wrap=(5, 6)))
+    parts.append(_section("Hot spots: the slowest ops, from each runtime's own profiler", _hot_spots(r)
+                          + plot("plot-hotspots")))
     parts.append(_section("What actually runs", _table(
         ["runtime", "op", "precision", "count"],
         [[t["runtime"], o["op"], o["precision"], o["count"]] for t in r["results"] for o in t.get("ops", [])])))
@@ -295,6 +301,29 @@ def render_html(report: dict[str, Any]) -> str:
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>edgeship — {html.escape(r['name'])}</title><style>{STYLE}</style></head>"
             f"<body>{''.join(parts)}</body></html>\n")
+
+
+def _hot_spots(r: dict[str, Any]) -> str:
+    """Per profiled row: how much of p50 its ops explain, how they were measured, then its slowest ops."""
+    from edgeship.targets.hotspots import TOP
+
+    out = []
+    for t in r["results"]:
+        prof = t.get("op_profile")
+        if not prof:
+            continue
+        title = f"<h3>{html.escape(t['runtime'])}</h3>"
+        if "error" in prof:
+            out.append(f"{title}<p>No op profile: {html.escape(prof['error'])}</p>")
+            continue
+        cover = "" if prof["coverage"] is None else f" = {prof['coverage']:.0%} of the p50"
+        out.append(f"{title}<p class=meta>{len(prof['ops'])} ops, {_fmt(prof['total_ms'])} ms in all{cover}; "
+                   f"{html.escape(prof['method'])}.</p>" + _table(
+                       ["op", "module", "type", "precision", "ms", "share of p50"],
+                       [[o["name"] if len(o["name"]) <= 60 else o["name"][:28] + "…" + o["name"][-28:],
+                         o["module"] or "—", o["type"], o["precision"], o["ms"],
+                         "—" if o["share"] is None else f"{o['share']:.1%}"] for o in prof["ops"][:TOP]], wrap=(0,)))
+    return "".join(out)
 
 
 def _footer(r: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 
     matplotlib.use("Agg")
     out = []
-    for make in (_latency, _agreement, _training, _sqnr):
+    for make in (_latency, _agreement, _hot_spots, _training, _sqnr):
         out += make(report)
     return out
 
@@ -89,6 +89,30 @@ def _agreement(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     ax.set_xlabel("top-1 agreement with the reference (green/red: that row's agreement gate; grey: not gated)")
     ax.legend(loc="lower left", fontsize=8)
     return [("plot-agreement", "Top-1 agreement per runtime", _png(fig))]
+
+
+def _hot_spots(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["results"] if r.get("op_profile", {}).get("ops")]
+    if not rows:
+        return []
+    top = 8
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7.5, sum(0.5 + 0.28 * min(top, len(r["op_profile"]["ops"]))
+                                                            for r in rows)), squeeze=False)
+    for ax, r in zip(axes[:, 0], rows, strict=True):
+        ops = r["op_profile"]["ops"][:top]
+        labels = [f"{o['type']} {o['module'] or o['name']}"[:48] for o in ops]
+        colours = [BLUE if o["precision"].startswith(("int", "uint")) else GREY for o in ops]
+        ax.barh(labels, [o["ms"] for o in ops], color=colours)
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=7)
+        cover = r["op_profile"]["coverage"]
+        ax.set_title(f"{r['runtime']}: slowest ops" + ("" if cover is None else f" (all ops: {cover:.0%} of p50)"),
+                     fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("ms per inference (blue: integer kernel, grey: float or data movement)")
+    fig.tight_layout()
+    return [("plot-hotspots", "Slowest ops per runtime", _png(fig))]
 
 
 def _training(report: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -58,14 +58,18 @@ def _litert(model, threads, options):
     return run, version("ai-edge-litert")
 
 
+def _openvino_config(threads, options):
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    if options.get("precision", "f32") == "f32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    return config
+
+
 def _openvino(model, threads, options):
     import numpy as np
     import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-    if options.get("precision", "f32") == "f32":
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+    request = ov.Core().compile_model(model, "CPU", _openvino_config(threads, options)).create_infer_request()
 
     def run(x):
         request.infer({0: x}, share_inputs=True)
@@ -75,6 +79,115 @@ def _openvino(model, threads, options):
 
 
 RUNTIMES = {"onnxruntime": _onnxruntime, "litert": _litert, "openvino": _openvino}
+
+
+# Per-op profiles, each from the runtime's own instrumentation, in a session of their own after the end-to-end
+# timing (a profiler slows what it watches). Each op: name, type, ms per inference; the host maps names to modules.
+
+
+def _ops_onnxruntime(model, threads, options, x, warmup, runs):
+    """The onnxruntime session profiler: every node's kernel time, over the runs after warm-up."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = os.path.join(tmp, "ort")
+        session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for _ in range(warmup + runs):
+            session.run(None, {name: x})
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    first = starts[warmup] if len(starts) > warmup else 0
+    ops = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first:
+            node = e["name"][: -len("_kernel_time")]
+            op = ops.setdefault(node, {"name": node, "type": e.get("args", {}).get("op_name", "?"), "ms": 0.0})
+            op["ms"] += e["dur"] / 1e3 / runs
+    return list(ops.values())
+
+
+def _ops_openvino(model, threads, options, x, warmup, runs):
+    """OpenVINO's per-node performance counters (real time, the kernel that ran), averaged over ``runs``."""
+    import openvino as ov
+
+    config = {**_openvino_config(threads, options), "PERF_COUNT": True}
+    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+    for _ in range(warmup):
+        request.infer({0: x})
+    ops = {}
+    for _ in range(runs):
+        request.infer({0: x})
+        for info in request.get_profiling_info():
+            if info.status == info.Status.EXECUTED:
+                op = ops.setdefault(info.node_name, {"name": info.node_name, "type": info.node_type,
+                                                     "exec_type": info.exec_type, "ms": 0.0})
+                op["ms"] += info.real_time.total_seconds() * 1e3 / runs
+    return list(ops.values())
+
+
+def _ops_litert(model, threads, options, x, warmup, runs):
+    """Each op of the main subgraph cut out into a model of its own and timed alone on the same interpreter.
+
+    The Python interpreter has no op profiler (benchmark_model has one); an op alone keeps its kernel and
+    delegate (XNNPACK takes it as it takes the whole graph) but not the cache state its neighbours leave, so the
+    sum of the ops is compared with the end-to-end time rather than assumed to equal it.
+    """
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    m = fb.read_model(model)
+    graph, buffers = m.subgraphs[0], m.buffers
+    whole = (graph.operators, graph.inputs, graph.outputs)
+    rng = np.random.default_rng(0)
+    ops = []
+    for op in whole[0]:
+        used = [t for t in [*op.inputs, *op.outputs] if t >= 0]
+        const = {t for t in used if graph.tensors[t].buffer and buffers[graph.tensors[t].buffer].data is not None
+                 and len(buffers[graph.tensors[t].buffer].data)}
+        keep = {graph.tensors[t].buffer for t in used}
+        graph.operators, graph.inputs, graph.outputs = [op], [t for t in op.inputs if t >= 0 and t not in const], \
+            list(op.outputs)
+        m.buffers = [b if i in keep or i == 0 else type(b)() for i, b in enumerate(buffers)]  # only its weights
+        try:
+            content = bytes(fb.convert_object_to_bytearray(m))
+        finally:
+            (graph.operators, graph.inputs, graph.outputs), m.buffers = whole, buffers
+        name = graph.tensors[op.outputs[0]].name
+        entry = {"name": name.decode() if isinstance(name, bytes) else name,
+                 "type": builtin.get(fb.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex]),
+                                     "CUSTOM")}
+        try:
+            interpreter = Interpreter(model_content=content, num_threads=threads)
+            interpreter.allocate_tensors()
+            for d in interpreter.get_input_details():
+                if np.issubdtype(d["dtype"], np.floating):
+                    value = rng.standard_normal(d["shape"]).astype(d["dtype"])
+                else:
+                    value = rng.integers(-64, 64, d["shape"]).astype(d["dtype"])
+                interpreter.set_tensor(d["index"], value)
+            times = _timed(lambda _, it=interpreter: it.invoke(), None, warmup, runs)
+        except Exception as e:  # an op that cannot run on random inputs (a computed shape): listed, not timed
+            ops.append({**entry, "ms": None, "error": f"{type(e).__name__}: {e}"[:200]})
+            continue
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        ops.append({**entry, "ms": float(np.median(times)),
+                    "dtypes": [np.dtype(tensors[t]["dtype"]).name if t in tensors else None for t in used]})
+    return ops
+
+
+OP_PROFILERS = {"onnxruntime": _ops_onnxruntime, "litert": _ops_litert, "openvino": _ops_openvino}
 
 
 def _cpu():
@@ -94,19 +207,25 @@ def _peak_rss_mb():
     return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
+def _timed(run, sample, warmup, runs):
+    """``runs`` wall-clock times of ``run(sample)`` in ms, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run(sample)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run(sample)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def _latency(run, sample, warmup, runs, max_rounds, cv_max):
     """Rounds of ``runs`` timed calls after ``warmup``, until the rounds' p50s vary by less than ``cv_max``."""
     import numpy as np
 
-    for _ in range(warmup):
-        run(sample)
     samples, medians = [], []
-    for _ in range(max_rounds):
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            run(sample)
-            times.append((time.perf_counter() - t0) * 1e3)
+    for r in range(max_rounds):
+        times = _timed(run, sample, warmup if r == 0 else 0, runs)
         samples += times
         medians.append(float(np.median(times)))
         cv = float(np.std(medians) / np.mean(medians)) if len(medians) > 1 else None
@@ -122,7 +241,7 @@ def _latency(run, sample, warmup, runs, max_rounds, cv_max):
 def answer(job):
     """Validate and/or time ``job["model"]`` on ``job["runtime"]``; the answer as a dict (never raises)."""
     facts = {"python": platform.python_version(), "os": platform.platform(), "cpu": _cpu(),
-             "hostname": platform.node(), "load_average_start": list(os.getloadavg())}
+             "hostname": platform.node(), "cores": os.cpu_count(), "load_average_start": list(os.getloadavg())}
     runtime = job["runtime"]
     try:
         import numpy as np
@@ -145,6 +264,15 @@ def answer(job):
         facts["latency"] = _latency(run, np.ascontiguousarray(x[:step]), job.get("warmup", 10), job.get("runs", 50),
                                     job.get("max_rounds", 5), job.get("cv_max", 0.05))
         facts["latency"].update(threads=job.get("threads", 2), batch=step)
+    if job.get("op_profile"):
+        try:
+            start = time.perf_counter()
+            ops = OP_PROFILERS[runtime](job["model"], job.get("threads", 2), job.get("options", {}),
+                                       np.ascontiguousarray(x[:step]), job.get("warmup", 10), job.get("runs", 50))
+            facts["op_profile"] = {"ops": ops, "runs": job.get("runs", 50),
+                                   "seconds": round(time.perf_counter() - start, 3)}
+        except Exception as e:  # a profile informs: its failure is reported, the row's figures stand
+            facts["op_profile"] = {"error": f"{type(e).__name__}: {e}"[:500]}
     facts.update(peak_rss_mb=_peak_rss_mb(), load_average_end=list(os.getloadavg()))
     return facts
 

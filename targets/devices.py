@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeship.core.errors import ConfigError
 from edgeship.core.validation import Strict
 
 RUNNER = Path(__file__).with_name("device_runner.py")
 SSH_URL = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+)(?::(?P<port>\d+))?/?$")
+ADB_URL = re.compile(r"^adb://(?P<serial>[\w.:-]+)$")
 
 
 class DeviceError(ConfigError):
@@ -38,9 +39,14 @@ class DeviceError(ConfigError):
 
 
 class DeviceConfig(Strict):
-    """``device:`` in a recipe: ``local`` or ``ssh://[user@]host[:port]``, with how to reach and use it."""
+    """``device:`` in a recipe: ``local``, ``ssh://[user@]host[:port]`` or ``adb://SERIAL``, and how to use it."""
 
-    url: str = Field(default="local", description="local | ssh://[user@]host[:port] (a Host of your ssh config works)")
+    url: str = Field(default="local", description="local | ssh://[user@]host[:port] (a Host of your ssh config "
+                                                  "works) | adb://SERIAL")
+    adb: str | None = Field(default=None, description="an Android device's serial (adb devices): the same as "
+                                                      "url: adb://SERIAL")
+    benchmark_model: str | None = Field(default=None, description="adb devices: this host's path of LiteRT's "
+                                                                  "benchmark_model binary built for the phone")
     python: str = Field(default="python3", description="the Python on the device (numpy + the runtime package)")
     ssh_config: str | None = Field(default=None, description="passed to ssh as -F")
     workdir: str = Field(default=".edgeship-device", description="folder on the device (relative: in its home)")
@@ -50,15 +56,43 @@ class DeviceConfig(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if v != "local" and not SSH_URL.match(v):
-            msg = f"expected local or ssh://[user@]host[:port]; got {v!r} (adb:// is not supported yet)"
+        if v != "local" and not SSH_URL.match(v) and not ADB_URL.match(v):
+            msg = f"expected local, ssh://[user@]host[:port] or adb://SERIAL; got {v!r}"
             raise ValueError(msg)
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adb(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("adb") is not None:
+            url, serial = data.get("url", "local"), data["adb"]
+            if url not in ("local", f"adb://{serial}"):
+                msg = f"device.adb ({serial!r}) and device.url ({url!r}) name two devices; give one"
+                raise ValueError(msg)
+            data = {**data, "url": f"adb://{serial}"}
+        return data
 
     @property
     def local(self) -> bool:
         """True for this machine (rows run in process, as always)."""
         return self.url == "local"
+
+    @property
+    def adb_serial(self) -> str | None:
+        """The Android serial of an ``adb://`` device, else None."""
+        m = ADB_URL.match(self.url)
+        return m["serial"] if m else None
+
+
+def connect(cfg: DeviceConfig) -> Any:
+    """The device ``cfg`` names: ``SshDevice``, ``AdbDevice``, or None for this machine."""
+    if cfg.local:
+        return None
+    if cfg.adb_serial:
+        from edgeship.targets.adb import AdbDevice  # adb builds on this module
+
+        return AdbDevice(cfg)
+    return SshDevice(cfg)
 
 
 def _digest(paths: list[Path]) -> str:

@@ -54,7 +54,7 @@ def sshd(tmp_path_factory):
               "  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
     (root / "ssh_config").write_text(client.format(name="board", port=port, key=root / "client")
                                      + client.format(name="stranger", port=port, key=root / "stranger"))
-    yield {"root": root, "port": port, "config": str(root / "ssh_config")}
+    yield {"root": root, "port": port, "config": str(root / "ssh_config"), "pid": server.pid}
     server.terminate()
     server.wait(timeout=10)
 
@@ -82,6 +82,13 @@ def test_a_run_over_ssh_agrees_with_the_local_run_and_is_timed_on_the_device(ssh
         if r.get("latency"):
             assert there["latency"]["p50"] > 0 and there["latency"]["rounds"] >= 1 and "stable" in there["latency"]
             assert there["device"]["peak_rss_mb"] > 0 and there["device"]["load_seconds"] >= 0
+            # Hot spots from the runtime's own profiler, run on the device; convolutions named by their module.
+            prof = there["op_profile"]
+            assert prof["ops"] and prof["coverage"] > 0 and prof["method"] == r["op_profile"]["method"]
+            convs = [o for o in prof["ops"] if "onv" in o["type"] or o["type"] == "CONV_2D"]
+            assert convs and all(o["precision"] == {"bf16": "bfloat16"}.get(r["precision"], "float32") for o in convs)
+            if r["runtime"] in ("onnxruntime", "litert"):
+                assert all(o["module"] for o in convs), convs
     assert remote.report["device"] == "ssh://board"
     work = sshd["root"] / "device-work"
     stored = sorted(p.name for p in work.iterdir() if p.name != "runs")
@@ -95,14 +102,37 @@ def test_a_run_over_ssh_agrees_with_the_local_run_and_is_timed_on_the_device(ssh
     assert not list((work / "runs").iterdir())  # each job's folder is removed
 
 
-@pytest.mark.parametrize("case", ["unreachable", "refused key", "missing runtime package"])
-def test_device_faults_are_clear_errors_with_exit_2(sshd, tmp_path, capsys, case):
-    cfg = {"unreachable": device(sshd, f"ssh://root@127.0.0.1:{free_port()}"),
-           "refused key": device(sshd, "ssh://stranger"),
-           "missing runtime package": device(sshd, python=str(tmp_path / "bare" / "bin" / "python"))}[case]
+def dropping_python(path: Path, listener: int) -> str:
+    """A "Python" that kills the sshd process serving its session: the device drops the connection mid-run."""
+    path.write_text("#!/bin/sh\np=$PPID\n"
+                    f"while [ \"$(awk '{{print $4}}' /proc/$p/stat)\" != {listener} ]; do "
+                    "p=$(awk '{print $4}' /proc/$p/stat); done\nkill -9 $p\nsleep 30\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def full_disk(sshd, tmp_path):
+    """A 64 KiB tmpfs as the device's work folder: the copy of the inputs (92 KiB) runs out of space."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    assert done.returncode == 0, f"the full-disk test mounts a tmpfs (as root): {done.stderr.decode()}"
+    yield str(folder)
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("case", ["unreachable", "refused key", "missing runtime package", "dropped connection",
+                                  "full disk"])
+def test_device_faults_are_clear_errors_with_exit_2(sshd, tmp_path, capsys, case, request):
     if case == "missing runtime package":  # a Python with nothing installed: no numpy, no runtime
         subprocess.run([shutil.which("python3.11") or sys.executable, "-m", "venv", "--without-pip",
                         str(tmp_path / "bare")], check=True)
+    cfg = {"unreachable": lambda: device(sshd, f"ssh://root@127.0.0.1:{free_port()}"),
+           "refused key": lambda: device(sshd, "ssh://stranger"),
+           "missing runtime package": lambda: device(sshd, python=str(tmp_path / "bare" / "bin" / "python")),
+           "dropped connection": lambda: device(sshd, python=dropping_python(tmp_path / "py", sshd["pid"])),
+           "full disk": lambda: device(sshd, workdir=request.getfixturevalue("full_disk"))}[case]()
     recipe = tiny_recipe(tmp_path, **{"stages": [], "export.formats": ["onnx"], "check.enabled": False,
                                       "device": cfg, "validate.gates.reference_accuracy_min": None})
     start = time.monotonic()
@@ -110,6 +140,23 @@ def test_device_faults_are_clear_errors_with_exit_2(sshd, tmp_path, capsys, case
     err = capsys.readouterr().err
     assert rc == 2 and time.monotonic() - start < 120
     expected = {"unreachable": "connection refused", "refused key": "the key was refused",
-                "missing runtime package": "has no numpy; install it on the device"}[case]
+                "missing runtime package": "has no numpy; install it on the device",
+                "dropped connection": "the device closed the connection mid-run",
+                "full disk": "no space left on the device"}[case]
     assert expected in err and "Traceback" not in err
     assert not (tmp_path / "run" / "report.json").exists()  # nothing half-written: no report of a run that broke
+
+
+def test_noisy_or_busy_timing_is_said_in_the_report():
+    """A p50 that never settled, or a machine busier than its own timing explains, gets a note; an idle one none."""
+    from edgeship.runner.assemble import timing_notes
+
+    def row(name: str, stable: bool, load: float) -> dict:
+        return {"runtime": name, "latency": {"stable": stable, "rounds": 5, "runs": 50, "round_p50_cv": 0.071,
+                                             "threads": 2}, "timing_process": {"cores": 2,
+                                                                               "load_average_start": [load, 0, 0]}}
+
+    notes = timing_notes([row("quiet", True, 1.9), row("noisy", False, 1.0), row("busy", True, 10.0)])
+    assert len(notes) == 2
+    assert notes[0].startswith("noisy: latency noisy") and "7.1%" in notes[0]
+    assert notes[1].startswith("busy: the machine was busy") and "load average 10.0 on 2 cores" in notes[1]

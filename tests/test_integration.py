@@ -43,8 +43,9 @@ def test_report_and_manifest_are_complete(tiny_run):
     assert report["host"]["cpu"] and report["versions"]["onnxruntime"] != "missing"
     assert report["pytorch_latency"]["threads"] == 1
     html = (run_dir / "report.html").read_text()
-    # latency, agreement and the train stage's curves, embedded: the page needs no network
-    assert html.count("data:image/png;base64,") == 3 and "<script" not in html
+    # latency, agreement, hot spots and the train stage's curves, embedded: the page needs no network
+    assert html.count("data:image/png;base64,") == 4 and "<script" not in html
+    assert all(r["op_profile"]["ops"] for r in report["results"] if "latency" in r)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "pass"
     for rel, digest in manifest["files"].items():

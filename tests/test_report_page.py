@@ -76,7 +76,8 @@ def test_the_report_reads_at_a_glance_at_1400_and_800_px(reports, browser, name,
         assert statuses == sorted(statuses, key=lambda s: {"fail": 0, "pass": 1}.get(s, 2))  # failures first
         if name == "failing":
             assert statuses[0] == "fail" and "rel_max_err_max" in cards[0].find_element(By.CLASS_NAME, "reason").text
-        wanted = ["plot-latency", "plot-agreement"] + (["plot-training-1"] if name == "passing" else [])
+        wanted = ["plot-latency", "plot-agreement", "plot-hotspots"] + (["plot-training-1"] if name == "passing"
+                                                                         else [])
         for ident in wanted:
             image = browser.find_element(By.CSS_SELECTOR, f"#{ident} img")
             assert image.is_displayed()
@@ -86,5 +87,9 @@ def test_the_report_reads_at_a_glance_at_1400_and_800_px(reports, browser, name,
         cell = browser.find_element(By.CSS_SELECTOR, "table td")
         assert browser.execute_script("return getComputedStyle(arguments[0]).whiteSpace", cell) == "nowrap"
         assert browser.find_element(By.TAG_NAME, "footer").find_elements(By.TAG_NAME, "pre")  # the resolved recipe
+        heading = next(h for h in browser.find_elements(By.TAG_NAME, "h2") if h.text.startswith("Hot spots"))
+        assert heading.is_displayed()  # the slowest ops per timed row, each row's table under its own h3
+        assert len(browser.find_elements(By.XPATH, "//h2[starts-with(., 'Hot spots')]/following-sibling::h3")) >= sum(
+            1 for r in report["results"] if r.get("op_profile"))
         browser.save_screenshot(str(shots / f"report-{name}-{width}.png"))
     assert (shots / f"report-{name}-800.png").stat().st_size > 10_000

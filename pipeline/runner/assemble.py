@@ -55,6 +55,28 @@ def carry_over(previous: dict[str, Any] | None, results: list[dict[str, Any]], a
     return notes
 
 
+def timing_notes(results: list[dict[str, Any]]) -> list[str]:
+    """A note for every timed row whose figures are not facts: a p50 that never settled, or a busy device.
+
+    The load average at the start of a row's timing process against that machine's cores: the rows before it
+    account for up to ``threads`` runnable tasks; more than a further task per core means other work shared the
+    CPU while it was timed.
+    """
+    notes = []
+    for r in results:
+        lat = r.get("latency") or {}
+        if lat.get("stable") is False:
+            notes.append(f"{r['runtime']}: latency noisy: the p50 of {lat['rounds']} rounds of {lat['runs']} runs "
+                         f"varied by {lat['round_p50_cv']:.1%} (bound 5%); its ratios are not facts, re-run on an "
+                         "idle machine")
+        facts = r.get("device") or r.get("timing_process") or {}
+        load, cores = (facts.get("load_average_start") or [0])[0], facts.get("cores") or 0
+        if cores and load > cores + lat.get("threads", 0):
+            notes.append(f"{r['runtime']}: the machine was busy while it was timed (load average {load:.1f} on "
+                         f"{cores} cores): its latency and ratios are not facts")
+    return notes
+
+
 def run_status(results: list[dict[str, Any]], failed: list[str], export_failures: dict[str, Any]) -> str:
     """``fail`` on any failure; ``pass`` only when some row was validated against its gates; else ``exported``."""
     if failed or export_failures:

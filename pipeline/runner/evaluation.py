@@ -25,7 +25,8 @@ from edgeship.recipe import GateConfig, Recipe
 from edgeship.stage import ModelState
 from edgeship.targets import RUNTIMES, open_session, parse_runtime, runtime_options
 from edgeship.targets.base import RuntimeSession, time_callable
-from edgeship.targets.devices import LocalProcess, SshDevice
+from edgeship.targets.devices import LocalProcess, connect
+from edgeship.targets.hotspots import hot_spots
 
 VS_FLOAT_KEYS = ("top1_agreement", "differing_labels", "mismatch", "mismatch_when_reference_correct", "rel_max_err",
                  "cosine", "sqnr_db", "accuracy")
@@ -85,7 +86,7 @@ class Evaluator:
                  phases: tuple[str, ...]) -> None:
         self.recipe, self.run_dir, self.log, self.phases = recipe, run_dir, log, phases
         self.outputs: dict[str, np.ndarray] = {}  # validation logits by row label (the cross-runtime matrix)
-        self.device = None if recipe.device.local else SshDevice(recipe.device)  # where the rows run
+        self.device = connect(recipe.device)  # where the rows run (None: here)
 
     @property
     def validating(self) -> bool:
@@ -144,6 +145,7 @@ class Evaluator:
         if self.validating:
             self.log(f"validate {row.label}: {len(ev.splits.validation)} samples")
             entry.update(self.validate(session, ev, gated, row.label))
+        del session  # its thread pool and memory are released before another process is timed beside this one
         if self.timing:
             lat = self.recipe.latency
             self.log(f"profile {row.label}: {lat.runs} runs, {lat.threads} threads, in a fresh process")
@@ -151,14 +153,15 @@ class Evaluator:
             job = self.job(row, validate=False, profile=True)
             answer, _ = LocalProcess().execute(job, row.artifact.files, sample)
             entry["latency"] = answer["latency"]
-            entry["timing_process"] = {k: v for k, v in answer.items() if k != "latency"}
+            entry["timing_process"] = {k: v for k, v in answer.items() if k not in ("latency", "op_profile")}
+            self.add_hot_spots(entry, row, answer)
             if ev.pytorch_latency:
                 entry["speedup_vs_pytorch"] = round(ev.pytorch_latency["p50"] / entry["latency"]["p50"], 3)
             for name, twin_artifact in twins.items():
-                twin, _ = self.open(row.runtime, twin_artifact)
-                self.log(f"profile {row.label} {name} twin ({twin.precision})")
-                entry[f"{name}_latency"] = LocalProcess().execute(job, twin_artifact.files, sample)[0]["latency"]
-                entry[f"{name}_precision"] = twin.precision
+                entry[f"{name}_precision"] = self.open(row.runtime, twin_artifact)[0].precision  # then released
+                self.log(f"profile {row.label} {name} twin ({entry[f'{name}_precision']})")
+                entry[f"{name}_latency"] = LocalProcess().execute({**job, "op_profile": False}, twin_artifact.files,
+                                                                  sample)[0]["latency"]
                 entry[f"speedup_vs_{name}"] = round(entry[f"{name}_latency"]["p50"] / entry["latency"]["p50"], 3)
         return entry
 
@@ -167,7 +170,21 @@ class Evaluator:
         lat = self.recipe.latency
         return {"runtime": parse_runtime(row.runtime)[0].name, "options": runtime_options(row.runtime)[0],
                 "batch": row.artifact.batch, "threads": lat.threads, "warmup": lat.warmup, "runs": lat.runs,
-                "validate": validate, "profile": profile}
+                "validate": validate, "profile": profile, "op_profile": profile and lat.op_profile}
+
+    def add_hot_spots(self, entry: dict[str, Any], row: Row, answer: dict[str, Any]) -> None:
+        """The row's per-op profile from the runner's answer, as ``entry["op_profile"]``, and its top op logged."""
+        if "op_profile" not in answer:
+            return
+        spots = hot_spots(parse_runtime(row.runtime)[0].name, row.artifact, answer["op_profile"],
+                          answer["latency"]["p50"])
+        entry["op_profile"] = spots
+        if "error" in spots:
+            self.log(f"profile {row.label}: no op profile ({plain(spots['error'], 1)})")
+        elif spots["ops"]:
+            top = spots["ops"][0]
+            self.log(f"profile {row.label}: ops account for {spots['coverage']:.0%} of p50; slowest "
+                     f"{top['type']} {top['module'] or top['name']} {top['ms']:.3f} ms ({top['precision']})")
 
     def measure_on_device(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
         """One row on the recipe's device, through the device runner in a fresh process there.
@@ -188,6 +205,12 @@ class Evaluator:
     def _device_row(self, row: Row, ev: Evaluation, twins: dict[str, Artifact]) -> dict[str, Any]:
         assert self.device is not None
         job = self.job(row, validate=self.validating, profile=self.timing and not row.cross)
+        runs = getattr(self.device, "runtimes", None)
+        if runs is not None and job["runtime"] not in runs:  # an Android phone runs LiteRT's benchmark_model only
+            self.log(f"{row.label}: not run on {self.device.url} (it runs {', '.join(runs)} only)")
+            return {"runtime": row.label, "format": row.artifact.format, "precision": "—", "gated": False,
+                    "status": "skipped", "device": {"url": self.device.url},
+                    "note": f"not run: {self.device.url} runs {', '.join(runs)} only"}
         self.log(f"{'cross-check' if row.cross else 'validate/profile'} {row.label} on {self.device.url}")
         answer, out = self.device.execute(job, row.artifact.files, ev.splits.validation.x)
         session, gated = self.open(row.runtime, row.artifact)
@@ -197,13 +220,17 @@ class Evaluator:
                                  "ops": [vars(o) for o in session.op_report()],
                                  **({"cross_check": True} if row.cross else {}),
                                  "device": {"url": self.device.url,
-                                            **{k: v for k, v in answer.items() if k != "latency"}}}
+                                            **{k: v for k, v in answer.items() if k not in ("latency",
+                                                                                             "op_profile")}}}
         if out is not None:
             entry.update(self.judge(out, ev, gated, row.label))
+        elif "validation" in answer:  # the device cannot validate (Android's benchmark_model): said, not gated
+            entry.update(status="info", gated=False, note=answer["validation"])
         if "latency" in answer:
             entry["latency"] = answer["latency"]
+            self.add_hot_spots(entry, row, answer)
             for name, twin in twins.items():
-                twin_answer, _ = self.device.execute({**job, "validate": False}, twin.files,
+                twin_answer, _ = self.device.execute({**job, "validate": False, "op_profile": False}, twin.files,
                                                      ev.splits.validation.x[: max(twin.batch, 1)])
                 entry[f"{name}_latency"] = twin_answer["latency"]
                 entry[f"speedup_vs_{name}"] = round(twin_answer["latency"]["p50"] / answer["latency"]["p50"], 3)

@@ -33,7 +33,7 @@ from edgeship.inference import predict
 from edgeship.metrics import ROUNDING_NOISE, allowed_count, reference_health, rounding_labels, top1_agreement
 from edgeship.models import build_model, load_weights
 from edgeship.recipe import GateConfig, Recipe
-from edgeship.runner.assemble import assemble_report, carry_over, failed_gates
+from edgeship.runner.assemble import assemble_report, carry_over, failed_gates, timing_notes
 from edgeship.runner.evaluation import Evaluation, Evaluator, quantization_summary, rows_for
 from edgeship.runner.probe import RuntimeProbe
 from edgeship.runner.rundir import Manifest, hash_json, state_dict_hash
@@ -128,6 +128,9 @@ class Runner:
                                                                     if row.artifact.format in by_format}))
             previous = self.previous_report()
             self.notes += carry_over(previous, results, artifacts, self.phases)
+            for note in timing_notes(results):
+                self.notes.append(note)
+                self.log(f"note: {note}")
             if pytorch_latency is None and any("latency" in r for r in results):
                 pytorch_latency = (previous or {}).get("pytorch_latency")
             matrix = self.cross_runtime(results, reference, gates)
