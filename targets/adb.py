@@ -9,14 +9,12 @@ is reported as not available, never inferred. The parser follows the binary's do
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from edgeship.targets.devices import DeviceConfig, DeviceError
+from edgeship.targets.devices import DeviceConfig, DeviceError, content_digest, run_tool
 
 REMOTE = "/data/local/tmp/edgeship"
 COUNT_LINE = re.compile(r"count=(\d+) first=(\d+) curr=\d+ min=(\d+) max=(\d+) avg=([\d.]+) std=(\d+)")
@@ -94,13 +92,8 @@ class AdbDevice:
         return ["adb", "-s", self.serial, *args]
 
     def _call(self, args: list[str], what: str) -> str:
-        try:
-            done = subprocess.run(self.argv(*args), capture_output=True, timeout=self.cfg.timeout, check=False)
-        except FileNotFoundError:
-            raise DeviceError(f"device {self.url}: adb is not installed here (Android platform tools)") from None
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"device {self.url}: {what} did not finish within {self.cfg.timeout} s "
-                              "(device.timeout)") from None
+        done = run_tool(self.argv(*args), url=self.url, what=what, timeout=self.cfg.timeout,
+                        missing="Android platform tools")
         out = done.stdout.decode(errors="replace")
         if done.returncode != 0:
             err = (done.stderr.decode(errors="replace") or out).strip().splitlines()
@@ -109,8 +102,7 @@ class AdbDevice:
 
     def _push(self, local: Path) -> str:
         """The phone's path of ``local``, stored under its content hash (pushed only when not there yet)."""
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()[:20]
-        remote = f"{REMOTE}/{digest}-{local.name}"
+        remote = f"{REMOTE}/{content_digest([local])}-{local.name}"
         if self._call(["shell", f"ls {shlex.quote(remote)} 2>/dev/null || true"], "listing").strip() != remote:
             self._call(["shell", f"mkdir -p {REMOTE}"], "creating the work folder")
             self._call(["push", str(local), f"{remote}.part"], f"pushing {local.name}")
@@ -125,9 +117,10 @@ class AdbDevice:
         binary = self._push(self.binary)
         self._call(["shell", f"chmod +x {shlex.quote(binary)}"], "making benchmark_model executable")
         graph = self._push(model[0])
-        facts = {k: self._call(["shell", f"getprop {prop}"], "reading the device's properties").strip()
-                 for k, prop in (("model", "ro.product.model"), ("cpu", "ro.soc.model"),
-                                 ("os", "ro.build.version.release"))}
+        props = {"model": "ro.product.model", "cpu": "ro.soc.model", "os": "ro.build.version.release"}
+        lines = self._call(["shell", "; ".join(f"getprop {p}" for p in props.values())],
+                           "reading the device's properties").splitlines()
+        facts = dict(zip(props, [line.strip() for line in lines] + [""] * len(props)))
         argv = benchmark_argv(binary, graph, job["threads"], job["warmup"], job["runs"])
         text = self._call(["shell", shlex.join(argv)], "running benchmark_model")
         try:

@@ -22,14 +22,20 @@ import time
 PACKAGES = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "openvino": "openvino"}
 
 
-def _onnxruntime(model, threads, options):
+def _onnxruntime_options(threads):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return so
+
+
+def _onnxruntime(model, threads, options):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, _onnxruntime_options(threads), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return (lambda x: session.run(None, {name: x})[0]), ort.__version__
 
@@ -91,10 +97,7 @@ def _ops_onnxruntime(model, threads, options, x, warmup, runs):
 
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so = _onnxruntime_options(threads)
     so.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         so.profile_file_prefix = os.path.join(tmp, "ort")
@@ -183,7 +186,8 @@ def _ops_litert(model, threads, options, x, warmup, runs):
             continue
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
         ops.append({**entry, "ms": float(np.median(times)),
-                    "dtypes": [np.dtype(tensors[t]["dtype"]).name if t in tensors else None for t in used]})
+                    **{side: [np.dtype(tensors[t]["dtype"]).name for t in ids if t >= 0 and t in tensors]
+                       for side, ids in (("inputs", op.inputs), ("outputs", op.outputs))}})
     return ops
 
 

@@ -95,7 +95,22 @@ def connect(cfg: DeviceConfig) -> Any:
     return SshDevice(cfg)
 
 
-def _digest(paths: list[Path]) -> str:
+def run_tool(argv: list[str], *, url: str, what: str, timeout: int, missing: str,
+             stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a device tool here (``ssh``, ``adb``); a tool not installed or a call past ``timeout`` is a DeviceError.
+
+    The exit status is the caller's to read: each tool says why it failed in its own words.
+    """
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise DeviceError(f"device {url}: {argv[0]} is not installed here ({missing})") from None
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"device {url}: {what} did not finish within {timeout} s (device.timeout)") from None
+
+
+def content_digest(paths: list[Path]) -> str:
+    """A short hash of the files' names and bytes: what a device stores them under."""
     h = hashlib.sha256()
     for p in paths:
         h.update(p.name.encode())
@@ -122,13 +137,8 @@ class SshDevice:
         return opts + (["-p", self.port] if self.port else [])
 
     def _call(self, argv: list[str], what: str, stdin: bytes | None = None) -> bytes:
-        try:
-            done = subprocess.run(argv, input=stdin, capture_output=True, timeout=self.cfg.timeout, check=False)
-        except FileNotFoundError:
-            raise DeviceError(f"device {self.cfg.url}: {argv[0]} is not installed here (the OpenSSH client)") from None
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"device {self.cfg.url}: {what} did not finish within {self.cfg.timeout} s "
-                              "(device.timeout)") from None
+        done = run_tool(argv, url=self.url, what=what, timeout=self.cfg.timeout, missing="the OpenSSH client",
+                        stdin=stdin)
         if done.returncode != 0:
             why = self._why(done.stderr.decode(errors="replace"))
             raise DeviceError(f"device {self.cfg.url}: {what} failed: {why}")
@@ -158,7 +168,7 @@ class SshDevice:
         if self._listing is None:
             self._listing = set(self.ssh(f"mkdir -p {shlex.quote(wd)} && ls -1 {shlex.quote(wd)}",
                                          "listing the work folder").decode().split())
-        name = _digest(files)
+        name = content_digest(files)
         if name not in self._listing:
             partial = f"{wd}/{name}.part-{uuid.uuid4().hex[:8]}"
             self.ssh(f"mkdir -p {shlex.quote(partial)}", "creating a folder")

@@ -15,14 +15,15 @@ from functools import lru_cache
 from typing import Any
 
 from edgeship.core.artifact import Artifact
+from edgeship.targets.litert import COMPUTE_OPS as LITERT_COMPUTE
+from edgeship.targets.litert import kernel_precision
 from edgeship.targets.onnxruntime import FLOAT_KERNELS, INTEGER_KERNELS
+from edgeship.targets.openvino import COMPUTE_OPS as OPENVINO_COMPUTE
 
 TOP = 10  # ops a report table shows per row (report.json keeps them all)
 # Suffixes onnxruntime's graph transformers add to the node they rewrite (NCHWc layout, QDQ fusion, ...).
 ORT_SUFFIX = re.compile(r"(_nchwc|_token_\d+|_quant|_output_\d+|/duplicated)+$")
-COMPUTE_TYPES = FLOAT_KERNELS | INTEGER_KERNELS | {"Convolution", "GroupConvolution", "FullyConnected",
-                                                   "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
-                                                   "BATCH_MATMUL", "TRANSPOSE_CONV"}
+COMPUTE_TYPES = FLOAT_KERNELS | INTEGER_KERNELS | LITERT_COMPUTE | OPENVINO_COMPUTE
 PRECISION_WORDS = {"i8": "int8", "u8": "int8", "int8": "int8", "f32": "float32", "fp32": "float32",
                    "bf16": "bfloat16", "f16": "float16", "fp16": "float16", "i32": "int32"}
 
@@ -61,10 +62,9 @@ def _precision(runtime: str, op: dict[str, Any]) -> str:
     if runtime == "openvino":
         word = op.get("exec_type", "").rsplit("_", 1)[-1].lower()
         return PRECISION_WORDS.get(word, "—")
-    dtypes = op.get("dtypes") or []
-    if op["type"] in COMPUTE_TYPES and len(dtypes) > 1:
-        return "int16x8" if dtypes[0] == "int16" else (dtypes[1] or "—")
-    return (dtypes[-1] if dtypes else None) or "—"
+    if "inputs" not in op:  # benchmark_model's table (adb) names no tensor types
+        return "—"
+    return kernel_precision(op["type"], op["inputs"], op["outputs"])
 
 
 def _module(runtime: str, op: dict[str, Any], names: dict[str, tuple[str, bool]], artifact: Artifact) -> str | None:

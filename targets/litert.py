@@ -15,6 +15,19 @@ from edgeship.targets.base import OpInfo, RuntimeSession
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D"}
 
 
+def kernel_precision(op: str, inputs: list[str], outputs: list[str]) -> str:
+    """The precision an op's kernel runs at, from its tensors' element types (numpy names).
+
+    The weight (input 1) type decides the kernel for conv/FC, ``int16x8`` with int16 activations; otherwise the
+    output's type.
+    """
+    if op in COMPUTE_OPS and inputs and inputs[0] == "int16":
+        return "int16x8"  # int16 activations x int8 weights
+    if op in COMPUTE_OPS and len(inputs) > 1:
+        return inputs[1]
+    return outputs[0] if outputs else "unknown"
+
+
 class LiteRTSession(RuntimeSession):
     """Runs ``.tflite`` with LiteRT; XNNPACK is applied by default for float and int8 graphs."""
 
@@ -47,12 +60,7 @@ class LiteRTSession(RuntimeSession):
         tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
         counts: Counter[tuple[str, str]] = Counter()
         for op in self.interpreter._get_ops_details():  # noqa: SLF001 - the only op listing LiteRT exposes
-            # The weight (input 1) type decides the kernel for conv/FC; otherwise the output's type.
-            ins = [i for i in op.get("inputs", []) if i in tensors]
-            outs = [i for i in op.get("outputs", []) if i in tensors]
-            key = ins[1] if op["op_name"] in COMPUTE_OPS and len(ins) > 1 else (outs[0] if outs else None)
-            prec = np.dtype(tensors[key]["dtype"]).name if key is not None else "unknown"
-            if op["op_name"] in COMPUTE_OPS and ins and tensors[ins[0]]["dtype"] == np.int16:
-                prec = "int16x8"  # int16 activations x int8 weights
-            counts[(op["op_name"], prec)] += 1
+            ins, outs = ([np.dtype(tensors[i]["dtype"]).name for i in op.get(side, []) if i in tensors]
+                         for side in ("inputs", "outputs"))
+            counts[(op["op_name"], kernel_precision(op["op_name"], ins, outs))] += 1
         return [OpInfo(op=op, precision=p, count=n, compute=op in COMPUTE_OPS) for (op, p), n in sorted(counts.items())]
