@@ -133,6 +133,49 @@ def debug(run_dir: str | Path, *, runtimes: Sequence[str] = (),
                      unsupported=outcome.unsupported, failed_exports=outcome.failed_exports)
 
 
+def latency_table(recipe: str | Path | dict[str, Any] | Recipe, *, runtime: str, overrides: Sequence[str] = (),
+                  rebuild: bool = False, samples: int | None = None,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The latency lookup table of the recipe's model on ``runtime`` (on the recipe's device and threads).
+
+    Read from the cache, or measured there first (``rebuild``: always). The table depends on the architecture,
+    not the weights, so the model is built as the recipe builds it and no stage runs; the first prune stage's
+    ``round_to``, ``protect`` and ``latency_table`` settings are used. Returns the table's summary: each
+    layer's predicted time, the measured variants and how well the fit reproduces them.
+    """
+    import tempfile
+
+    from edgeship.core.errors import ConfigError
+    from edgeship.prune.config import PruneConfig
+    from edgeship.prune.latency_table import TABLE_FORMAT, TimingTarget, measure_table, model_key, model_layers
+    from edgeship.runner import Runner
+    from edgeship.stages.prune import ignored_modules
+
+    if runtime not in TABLE_FORMAT:
+        raise ConfigError(f"--runtime: expected one of {', '.join(TABLE_FORMAT)}; got {runtime!r}")
+    recipe = load_recipe(recipe, overrides)
+    prune = next((s for s in recipe.stages if isinstance(s, PruneConfig)), None)
+    prune = prune or PruneConfig(type="prune", target_latency=0.5)
+    opts = prune.latency_table.model_copy(update={"samples": samples} if samples else {})
+    with tempfile.TemporaryDirectory(prefix="edgeship-latency-table-") as tmp:
+        runner = Runner(recipe, Path(tmp), log=log)
+        spec = runner.input_spec()
+        model = runner.build(spec).eval()
+        lat = recipe.latency
+        timing = TimingTarget.of(runner.evaluator.device, lat.threads, lat.warmup, lat.runs)
+        table = timing.table(runtime, rebuild)
+        layers = model_layers(model, spec)
+        key = model_key(layers, spec)
+        if not table.knows(key):
+            log(f"measuring {opts.samples} variants x {opts.repeats} of {recipe.model.source} on {runtime} "
+                f"({timing.device}, {timing.threads} threads)")
+            measure_table(table, model, spec, ignored_modules(model, prune), timing, samples=opts.samples,
+                          round_to=prune.round_to or 1, repeats=opts.repeats, seed=recipe.seed, workdir=Path(tmp),
+                          log=log)
+            table.save()
+        return {"path": str(table.path), "model": recipe.model.source, **table.summary(key, layers)}
+
+
 def _describe(model: nn.Module) -> str:
     """How an in-memory model is named in the report (``python:<module>.<class>``)."""
     cls = type(model)

@@ -92,6 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--runtime", action="append", default=[], help="a row of the report (litert, openvino(onnx), "
                                                                    "...); repeat for several (default: every row)")
     _global(g)
+    t = sub.add_parser("latency-table", help="measure (or show the cached) latency lookup table of a recipe's model",
+                       description="Profile pruned variants of the recipe's model on a runtime (on the recipe's "
+                                   "device and threads), fit each layer's in-graph time against its kept channels, "
+                                   "cache the table, and print it: what target_latency pruning decides with.")
+    t.add_argument("recipe", help="recipe YAML file (its model, input, device, latency.threads, first prune stage)")
+    t.add_argument("--runtime", required=True, help="onnxruntime | openvino | litert")
+    t.add_argument("--samples", type=int, help="pruned variants to profile (default: the prune stage's, or 10)")
+    t.add_argument("--rebuild", action="store_true", help="measure again even when the cache has the table")
+    t.add_argument("--save", metavar="FILE", help="also write the table's summary as JSON to this file")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field (repeatable)")
+    t.add_argument("--device", help="local, ssh://[user@]host[:port] or adb://SERIAL (the recipe's device.url)")
+    _global(t)
     c = sub.add_parser("check", help="lint a model or artifact against an op-support profile (exit 3 if violated)",
                        description="List every op a target cannot run, with a reason and a count per op, in one pass.")
     c.add_argument("model", help="an artifact (.onnx, .tflite, OpenVINO .xml), an exported program (.pt2), a recipe "
@@ -142,6 +155,24 @@ def _run_check(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if args.warn_only else EXIT_UNSUPPORTED
 
 
+def _run_latency_table(args: argparse.Namespace, console: Console) -> int:
+    from edgeship.api import latency_table
+    from edgeship.report import latency_table_text
+
+    overrides = args.overrides + ([f"device.url={args.device}"] if args.device else [])
+    summary = latency_table(args.recipe, runtime=args.runtime, overrides=overrides, rebuild=args.rebuild,
+                            samples=args.samples, log=(lambda _m: None) if args.quiet else
+                            (lambda m: console.print(escape(m), highlight=False)))
+    _output(args).print(latency_table_text(summary))
+    if args.json_summary:
+        print(json.dumps(summary, indent=2))
+    if args.save:
+        from edgeship.core.io import atomic_write_json
+
+        atomic_write_json(Path(args.save), summary)
+    return EXIT_OK
+
+
 def _common(s: argparse.ArgumentParser) -> None:
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set profile.threads=4 (repeatable)")
@@ -161,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("edgeship: error: a command is required (run, export, validate, profile, check, demo)", file=sys.stderr)
+        print("edgeship: error: a command is required (run, export, validate, profile, check, debug, "
+              "latency-table, demo)", file=sys.stderr)
         return EXIT_CONFIG
     from edgeship.core.console import progress_console
 
@@ -212,6 +244,8 @@ def _execute(args: argparse.Namespace, console: Console) -> int:
 
     if args.command == "check":
         return _run_check(args, console)
+    if args.command == "latency-table":
+        return _run_latency_table(args, console)
 
     def log(m: str) -> None:
         if not args.quiet:  # a log has no live bars: each line says how long the run has taken

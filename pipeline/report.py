@@ -255,6 +255,7 @@ def render_html(report: dict[str, Any]) -> str:
                 ["", "before", "after", "ratio"],
                 [["MACs (M)", pm["macs_before"] / 1e6, pm["macs_after"] / 1e6, pm["macs_ratio"]],
                  ["params (M)", pm["params_before"] / 1e6, pm["params_after"] / 1e6, pm["params_ratio"]]])
+                + _prune_latency_html(pm.get("latency"))
                 + _table(["layer", "channels before", "channels after"],
                          [[c["layer"], c["before"], c["after"]] for c in pm["channels"] if c["before"] != c["after"]])))
     parts.append(_section("Measured speed against the unpruned model (same runtime)", _table(
@@ -376,6 +377,58 @@ def summary_table(report: dict[str, Any]) -> Any:
                   f"{r['speedup_vs_pytorch']:.2f}x" if r.get("speedup_vs_pytorch") else "—",
                   *[f"{r[f'speedup_vs_{key}']:.2f}x" if r.get(f"speedup_vs_{key}") else "—" for key, _ in twins])
     return t
+
+
+def _prune_latency_html(lat: dict[str, Any] | None) -> str:
+    """A latency-target prune: the lookup table's prediction beside what was measured.
+
+    Measured twice: by the stage's own check and on the run's artifact, each as a fraction of the unpruned
+    model's latency on the same runtime.
+    """
+    if not lat:
+        return ""
+    rows = [[f"stage check, attempt {i}", a["predicted_ms"], a["predicted_ratio"], a["pruned_p50_ms"],
+             a["unpruned_p50_ms"], a["measured_ratio"], f"{a['error']:+.1%}"]
+            for i, a in enumerate(lat["attempts"], start=1)]
+    art = lat.get("artifact") or {}
+    if "p50_ms" in art:
+        rows.append([f"this run's artifact ({art['row']})", lat["predicted_ms"], art["predicted_ratio"], art["p50_ms"],
+                     art["unpruned_p50_ms"], art["measured_ratio"], f"{art['error']:+.1%}"])
+    note = f"<p>{html.escape(art['note'])}</p>" if "note" in art else ""
+    return (f"<p>Target {lat['target_ms']:.4g} ms on {html.escape(lat['runtime'])} ({html.escape(lat['device'])}, "
+            f"{lat['threads']} threads): the table ({lat['table_samples']} measured variants, "
+            f"{html.escape(lat['table'])}) predicted {lat['predicted_ms']:.4g} ms of "
+            f"{lat['unpruned_predicted_ms']:.4g} ms unpruned.</p>" + note
+            + _table(["measured where", "predicted ms", "predicted ratio", "measured p50 ms", "unpruned p50 ms",
+                      "measured ratio", "error"], rows))
+
+
+def latency_table_text(summary: dict[str, Any]) -> Any:
+    """``edgeship latency-table``: the layers' in-graph times, and the measured variants against the fit."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.table import Table
+
+    layers = Table(title=f"latency table · {summary['model']} on {summary['runtime']} {summary['runtime_version']} · "
+                         f"{summary['device']} · {summary['threads']} threads", title_justify="left")
+    for col in ("layer", "signature", "cin", "cout", "points", "ms", "ms at half width"):
+        layers.add_column(col, justify="left" if col in ("layer", "signature") else "right")
+    for x in summary["layers"]:
+        layers.add_row(escape(x["layer"]), x["signature"], str(x["cin"]), str(x["cout"]), str(x["points"]),
+                       f"{x['ms']:.4f}", f"{x['ms_half_width']:.4f}")
+    layers.add_row("(no layer)", "pooling, adds, layout", "", "", "", f"{summary['rest_ms']:.4f}", "")
+    variants = Table(title=f"measured variants against the table (cache {summary['cache_mb']:g} MB fitted; "
+                           f"p50 = {summary['link'][0]:.3f} + {summary['link'][1]:.3f} x layers)",
+                     title_justify="left")
+    for col in ("variant", "weights MB", "measured p50 ms", "per process", "predicted ms", "error"):
+        variants.add_column(col, justify="left" if col == "variant" else "right")
+    for v in summary["samples"]:
+        variants.add_row(v["label"], f"{v['weights_mb']:.1f}", f"{v['p50_ms']:.4f}",
+                         " ".join(f"{r:.3f}" for r in v.get("process_p50s", [])), f"{v['predicted_ms']:.4f}",
+                         f"{v['predicted_ms'] / v['p50_ms'] - 1:+.1%}")
+    return Group(layers, variants, escape(f"unpruned: {summary['predicted_ms']:.4f} ms predicted; every layer at "
+                                          f"half width: {summary['predicted_half_ms']:.4f} ms. Table: "
+                                          f"{summary['path']}"))
 
 
 def divergence_summary(report: dict[str, Any]) -> Any:

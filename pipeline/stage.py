@@ -64,6 +64,9 @@ class StageContext:
     # ``probe(model, spec, quantizer, x, workdir)``: the model exported as the run will export it and run on
     # every gated runtime (``edgeship.runner.probe``); None when the run exports or validates nothing.
     probe: Any = None
+    # Where the run times its artifacts (``edgeship.prune.latency_table.TimingTarget``): the recipe's device or
+    # a fresh local process, and its thread count. Latency-aware pruning measures its lookup table there.
+    timing: Any = None
 
 
 @dataclass

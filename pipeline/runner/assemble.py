@@ -77,6 +77,31 @@ def timing_notes(results: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def latency_predictions(stages: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    """Put each latency-target prune stage's prediction beside the measured latency of the run's artifact.
+
+    The row of the stage's runtime, its p50 against the unpruned twin's on the same runtime (the ratio the
+    target is a fraction of), when no later stage changed what runs (a quantize, another prune or archify).
+    """
+    for i, s in enumerate(stages):
+        lat = s.get("metrics", {}).get("latency")
+        if s.get("type") != "prune" or not isinstance(lat, dict):
+            continue
+        lat.pop("artifact", None)  # a reused stage's record may carry an earlier run's
+        later = [t["type"] for t in stages[i + 1:] if t.get("type") in ("quantize", "prune", "archify")]
+        if later:
+            lat["artifact"] = {"note": f"not comparable: a later {later[0]} stage changed the model"}
+            continue
+        row = next((r for r in results if r["runtime"] == lat["runtime"] and "baseline_latency" in r), None)
+        if row is None:
+            continue
+        ratio = row["latency"]["p50"] / row["baseline_latency"]["p50"]
+        lat["artifact"] = {"row": row["runtime"], "p50_ms": row["latency"]["p50"],
+                           "unpruned_p50_ms": row["baseline_latency"]["p50"], "measured_ratio": round(ratio, 4),
+                           "predicted_ratio": lat["predicted_ratio"],
+                           "error": round(lat["predicted_ratio"] / ratio - 1, 4)}
+
+
 def run_status(results: list[dict[str, Any]], failed: list[str], export_failures: dict[str, Any]) -> str:
     """``fail`` on any failure; ``pass`` only when some row was validated against its gates; else ``exported``."""
     if failed or export_failures:

@@ -32,8 +32,15 @@ from edgeship.exporters.failures import ExportFailure
 from edgeship.inference import predict
 from edgeship.metrics import ROUNDING_NOISE, allowed_count, reference_health, rounding_labels, top1_agreement
 from edgeship.models import build_model, load_weights
+from edgeship.prune.latency_table import TimingTarget
 from edgeship.recipe import GateConfig, Recipe
-from edgeship.runner.assemble import assemble_report, carry_over, failed_gates, timing_notes
+from edgeship.runner.assemble import (
+    assemble_report,
+    carry_over,
+    failed_gates,
+    latency_predictions,
+    timing_notes,
+)
 from edgeship.runner.evaluation import Evaluation, Evaluator, quantization_summary, rows_for
 from edgeship.runner.probe import RuntimeProbe
 from edgeship.runner.rundir import Manifest, hash_json, state_dict_hash
@@ -131,6 +138,7 @@ class Runner:
             for note in timing_notes(results):
                 self.notes.append(note)
                 self.log(f"note: {note}")
+            latency_predictions(stages, results)
             if pytorch_latency is None and any("latency" in r for r in results):
                 pytorch_latency = (previous or {}).get("pytorch_latency")
             matrix = self.cross_runtime(results, reference, gates)
@@ -245,6 +253,8 @@ class Runner:
         # Accuracy control measures its candidates on the runtimes the run validates on (rank 0 only exports).
         probes = self.main and "export" in self.phases and self.evaluator.validating
         probe = RuntimeProbe(self.evaluator) if probes else None
+        lat = self.recipe.latency
+        timing = TimingTarget.of(self.evaluator.device, lat.threads, lat.warmup, lat.runs)
         for i, stage in enumerate(stages, start=1):
             key = hash_json({"stage": stage.config.model_dump(), "input": prev_key, "data": data_key,
                              "seed": self.recipe.seed, "versions": library_versions()})
@@ -254,7 +264,7 @@ class Runner:
                 self.notes.append(f"stage {i} {stage.name} recomputed on --resume: {why_not}")
                 self.log(f"note: {self.notes[-1]}")
             ctx = StageContext(workdir=workdir, splits=splits, seed=self.recipe.seed, log=self.log,
-                               resume=self.resume, fingerprint=key, probe=probe)
+                               resume=self.resume, fingerprint=key, probe=probe, timing=timing)
             if needs_reference and not stage.makes_input and state.reference is None:
                 state.reference = copy.deepcopy(state.model).eval()
             if cached:

@@ -12,6 +12,7 @@ import copy
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +53,27 @@ def channel_table(model: nn.Module) -> dict[str, int]:
     """Output channels/features of every conv and linear layer, by module name."""
     return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
             for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+
+
+def ignored_modules(model: nn.Module, cfg: PruneConfig) -> list[nn.Module]:
+    """The modules whose output channels stay: ``protect`` matches and, with ``protect_classifier``, the last linear."""
+    ignored = [m for n, m in model.named_modules() if n and any(re.search(p, n) for p in cfg.protect)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if cfg.protect_classifier and linears:
+        ignored.append(linears[-1])
+    return ignored
+
+
+def chosen_attempt(attempts: list[dict[str, Any]], tolerance: float) -> int:
+    """The attempt to keep: by measurement, not prediction.
+
+    The least pruned one whose measured ratio meets its target (within ``tolerance``); when none does, the
+    fastest.
+    """
+    meeting = [i for i, a in enumerate(attempts) if a["measured_ratio"] <= a["target_ratio"] * (1 + tolerance)]
+    if meeting:
+        return max(meeting, key=lambda i: attempts[i]["measured_ratio"])
+    return min(range(len(attempts)), key=lambda i: attempts[i]["measured_ratio"])
 
 
 # A budget met within 10% is what a user asked for; further below it, they lost accuracy they did not trade.
@@ -100,13 +122,13 @@ class PruneStage(Stage[PruneConfig]):
         if state.quantized:
             raise ConfigError("stage prune must come before quantize (it removes float channels)")
         model = state.model.eval()
+        # Gradients left by earlier training would be cut to the pruned shapes along with the weights (or not,
+        # and then a later backward writes into tensors of the old shape): none go into the pruner.
+        model.zero_grad(set_to_none=True)
         example = torch.zeros(state.spec.shape)
         base_macs, base_params = tp.utils.count_ops_and_params(model, example)
         before = channel_table(model)
-        ignored = [m for n, m in model.named_modules() if n and any(re.search(p, n) for p in cfg.protect)]
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if cfg.protect_classifier and linears:
-            ignored.append(linears[-1])
+        ignored = ignored_modules(model, cfg)
         if cfg.criterion == "bn_scale" and cfg.slimming.epochs:
             self._slimming(model, ctx, cfg.slimming)
         heads, head_counts = self._prune_heads(model, example, ignored, cfg, ctx) if cfg.heads_ratio else ({}, None)
@@ -114,6 +136,9 @@ class PruneStage(Stage[PruneConfig]):
         round_to = _attention_round_to(model, cfg.round_to)
         if round_to != cfg.round_to:
             ctx.log(f"  round_to {cfg.round_to} -> {round_to}: attention embed dims must stay divisible by the heads")
+        if cfg.latency_budget:
+            return self._latency_pruning(state, ctx, example, ignored, round_to or 1, before,
+                                         (base_macs, base_params))
         rounds = cfg.iterative_steps
         pruner = tp.pruner.MetaPruner(
             model, example, importance=_importance(cfg.criterion), ignored_layers=ignored, round_to=round_to,
@@ -159,6 +184,127 @@ class PruneStage(Stage[PruneConfig]):
         ctx.log(f"  MACs {base_macs / 1e6:.2f}M -> {macs / 1e6:.2f}M ({macs / base_macs:.1%}), "
                 f"params {base_params / 1e6:.3f}M -> {params / 1e6:.3f}M ({params / base_params:.1%})")
         return StageResult(state=state, metrics=metrics, notes=notes)
+
+    def _latency_pruning(self, state: ModelState, ctx: StageContext, example: torch.Tensor,
+                         ignored: list[nn.Module], round_to: int, before: dict[str, int],
+                         base: tuple[int, int]) -> StageResult:
+        """Prune to a latency the runtime's measured lookup table predicts; verify it measured, refine the table.
+
+        The pruned model is measured beside the unpruned one (interleaved fresh processes, so a machine that
+        drifts moves both), and their ratio is compared with the table's. Off by more than ``tolerance``, the
+        measured model joins the table (in the table's time base) and the pruning is redone from the unpruned
+        model: the table learns the region the pruner steers into.
+        """
+        import torch_pruning as tp
+
+        from edgeship.prune.latency_table import (
+            TimingTarget,
+            measure_table,
+            model_key,
+            model_layers,
+            profile_interleaved,
+        )
+
+        cfg, opts, spec = self.config, self.config.latency_table, state.spec
+        original = state.model.eval()
+        timing = ctx.timing or TimingTarget.of(None, 2)  # called outside a run: this machine, 2 threads
+        table = timing.table(cfg.latency_runtime, opts.rebuild)
+        layers = model_layers(original, spec)
+        key = model_key(layers, spec)
+        measured_now = not table.knows(key)
+        if measured_now:
+            ctx.log(f"  latency table: measuring {opts.samples} variants x {opts.repeats} on {cfg.latency_runtime} "
+                    f"({timing.device}, {timing.threads} threads)")
+            measure_table(table, original, spec, ignored, timing, samples=opts.samples, round_to=round_to,
+                          repeats=opts.repeats, seed=ctx.seed, workdir=ctx.workdir, log=ctx.log)
+            table.save()
+        full = table.predict(key, layers)
+        target = cfg.target_latency_ms or full * (cfg.target_latency or 1.0)
+        ctx.log(f"  latency table {table.path}: unpruned {full:.3f} ms predicted; target {target:.3f} ms")
+        ignored_names = {n for n, m in original.named_modules() if any(m is i for i in ignored)}
+        attempts: list[dict[str, Any]] = []
+        recoveries: list[dict[str, Any]] = []
+        candidates = []
+        for attempt in range(opts.refine + 1):
+            model = copy.deepcopy(original)
+            own_ignored = [m for n, m in model.named_modules() if n in ignored_names]
+            outcome, recoveries = self._latency_rounds(model, ctx, example, own_ignored, table, key, layers, full,
+                                                       target, round_to)
+            pruned, unpruned = profile_interleaved(
+                [("pruned", model), ("unpruned", original)], spec, cfg.latency_runtime, timing,
+                repeats=opts.repeats, seed=ctx.seed + attempt, workdir=ctx.workdir, log=ctx.log)
+            ratio_measured, ratio_predicted = pruned.p50 / unpruned.p50, outcome["predicted_ms"] / full
+            error = ratio_predicted / ratio_measured - 1
+            attempts.append({"predicted_ms": round(outcome["predicted_ms"], 4), "target_ratio": round(target / full, 4),
+                             "predicted_ratio": round(ratio_predicted, 4),
+                             "measured_ratio": round(ratio_measured, 4), "error": round(error, 4),
+                             "pruned_p50_ms": round(pruned.p50, 4), "unpruned_p50_ms": round(unpruned.p50, 4),
+                             "reached": outcome["reached"]})
+            candidates.append((model, outcome, recoveries))
+            ctx.log(f"  attempt {attempt + 1}: latency ratio predicted {ratio_predicted:.3f}, measured "
+                    f"{ratio_measured:.3f} ({error:+.1%})")
+            if abs(error) <= opts.tolerance or attempt == opts.refine or cfg.iterative_steps > 1:
+                break
+            # the table's own unpruned sample sets its time base; this measurement is moved onto it
+            table.add_sample(key, model_layers(model, spec), pruned.scaled(full / unpruned.p50),
+                             f"refined {ratio_predicted:.3f}")
+            table.save()
+            full = table.predict(key, layers)
+            target = cfg.target_latency_ms or full * (cfg.target_latency or 1.0)
+        chosen = chosen_attempt(attempts, opts.tolerance)
+        model, outcome, recoveries = candidates[chosen]
+        state.model = model
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        macs, params = tp.utils.count_ops_and_params(model, example)
+        best = attempts[chosen]
+        latency = {"runtime": cfg.latency_runtime, "device": timing.device, "threads": timing.threads,
+                   "table": str(table.path), "table_measured_now": measured_now,
+                   "table_samples": len(table.data["models"][key]["samples"]), "cache_mb": table.cache_mb,
+                   "unpruned_predicted_ms": round(full, 4), "target_ms": round(target, 4),
+                   "predicted_ms": best["predicted_ms"], "reached": outcome["reached"], "attempts": attempts,
+                   "chosen_attempt": chosen + 1,
+                   **{k: best[k] for k in ("target_ratio", "predicted_ratio", "measured_ratio", "error")}}
+        notes = [] if outcome["reached"] else [
+            f"prune: target latency {target:.3f} ms not reached: the table predicts {outcome['predicted_ms']:.3f} ms "
+            f"with every group down to round_to {round_to} channels; lower round_to or protect fewer layers"]
+        if abs(best["error"]) > opts.tolerance:
+            notes.append(f"prune: the latency table predicted {best['predicted_ratio']:.3f} of the unpruned model's "
+                         f"latency on {cfg.latency_runtime}; measured {best['measured_ratio']:.3f} "
+                         f"({best['error']:+.1%}); attempt {chosen + 1} of {len(attempts)} kept")
+        after = channel_table(model)
+        metrics = {
+            "criterion": cfg.criterion, "steps": outcome["steps"], "rounds": cfg.iterative_steps,
+            "recoveries": recoveries, "attention_heads": None, "latency": latency,
+            "macs_before": int(base[0]), "macs_after": int(macs), "macs_ratio": macs / base[0],
+            "params_before": int(base[1]), "params_after": int(params), "params_ratio": params / base[1],
+            "channels": [{"layer": n, "before": before[n], "after": after.get(n)} for n in before],
+        }
+        ctx.log(f"  predicted {full:.3f} -> {outcome['predicted_ms']:.3f} ms on {cfg.latency_runtime}; MACs "
+                f"{macs / base[0]:.1%}, params {params / base[1]:.1%}")
+        return StageResult(state=state, metrics=metrics, notes=notes)
+
+    def _latency_rounds(self, model: nn.Module, ctx: StageContext, example: torch.Tensor, ignored: list[nn.Module],
+                        table: Any, key: str, layers: dict[str, Any], full: float, target: float,
+                        round_to: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """``iterative_steps`` rounds of latency-aware pruning, with ``recover`` training between them."""
+        from edgeship.prune.latency_aware import prune_to_latency
+
+        cfg = self.config
+        teacher = copy.deepcopy(model).eval() if cfg.iterative_steps > 1 and cfg.recover.method == "distill" else None
+        refresh = ((lambda: self._taylor_gradients(model, ctx, cfg.taylor_batches)) if cfg.criterion == "taylor"
+                   else None)
+        rounds, steps, recoveries, outcome = cfg.iterative_steps, 0, [], {}
+        for r in range(1, rounds + 1):
+            outcome = prune_to_latency(model, example, ignored, _importance(cfg.criterion), table, key, layers,
+                                       full - (full - target) * r / rounds, round_to, refresh)
+            steps += outcome["steps"]
+            if r < rounds and cfg.recover.method != "none":
+                ctx.log(f"  round {r}/{rounds}: predicted {outcome['predicted_ms']:.3f} ms; {cfg.recover.method} "
+                        f"{cfg.recover.epochs} epochs")
+                recoveries.append({"round": r, "predicted_ms": outcome["predicted_ms"],
+                                   "epochs": self._recover(model, teacher, ctx, cfg.recover, r)})
+        return {**outcome, "steps": steps}, recoveries
 
     @staticmethod
     def _recover(model: nn.Module, teacher: nn.Module | None, ctx: StageContext,

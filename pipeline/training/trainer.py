@@ -63,6 +63,21 @@ def _all_ranks_agree(flag: bool, distributed: bool) -> bool:
 
 
 # -- schedule -----------------------------------------------------------------------------------------------
+def strided_pointwise_guards(model: nn.Module) -> list[Any]:
+    """Feed every strided 1x1 convolution a plain NCHW input while training; the hooks, to remove afterwards.
+
+    oneDNN's backward-weights kernel of a strided 1x1 convolution reads and writes past its workspace when the
+    input is channels-last with fewer input channels than its block (uxlfoundation/oneDNN#6035): measured with
+    torch 2.14.1, a digits ResNet pruned to 12-channel shortcuts crashed the process (odd batch sizes) during
+    fine-tuning. A pruned network is where such layers appear; the copy costs one activation per such layer.
+    """
+    def contiguous(_: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (args[0].contiguous(), *args[1:])
+
+    return [m.register_forward_pre_hook(contiguous) for m in model.modules()
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)]
+
+
 def _optimizer(cfg: TrainerConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
@@ -217,6 +232,7 @@ class Trainer:
         xt = torch.from_numpy(x)
         yt = torch.from_numpy(y) if y is not None else None
         bar = _Progress(self.main, total, step)
+        guards = strided_pointwise_guards(objective)
         try:
             for epoch in range(start, cfg.epochs + 1):
                 if step >= total:
@@ -268,6 +284,8 @@ class Trainer:
                     break
         finally:
             bar.close()
+            for guard in guards:
+                guard.remove()
         if cfg.restore_best and best["weights"] is not None and best["epoch"] != history[-1]["epoch"]:
             objective.load_state_dict(best["weights"])
             self.log(f"  restored the weights of {self.label} {best['epoch']} ({self.monitor} {best['score']:.4f})")
