@@ -388,38 +388,41 @@ def sample_plan(groups: int, samples: int, round_to: int, seed: int) -> list[tup
     return plan
 
 
-def profile_variant(model: nn.Module, spec: InputSpec, runtime: str, timing: TimingTarget,
-                    workdir: Path) -> tuple[float, dict[str, float], float]:
-    """Export ``model`` for ``runtime``, time and profile it in a fresh process: (p50, ms per layer, rest ms).
+def export_for(runtime: str, model: nn.Module, spec: InputSpec, folder: Path) -> Any:
+    """``model`` exported into ``folder`` in the format ``runtime``'s table is measured on."""
+    from edgeship.exporters import FORMATS
+    from edgeship.exporters.base import ExportContext
+
+    fmt = FORMATS[TABLE_FORMAT[runtime]]
+    folder.mkdir(parents=True, exist_ok=True)
+    return fmt.exporter(model, spec, ExportContext(out_dir=folder, log_dir=folder), fmt.options())
+
+
+def profile_artifact(artifact: Any, layer_names: list[str], spec: InputSpec, runtime: str,
+                     timing: TimingTarget) -> tuple[float, dict[str, float], float]:
+    """Time and profile an exported model in a fresh process: (p50, ms per layer, rest ms).
 
     Each op's profiled time is scaled so that the ops sum to the measured p50.
     """
-    from edgeship.exporters import FORMATS
-    from edgeship.exporters.base import ExportContext
     from edgeship.targets import runtime_options
     from edgeship.targets.hotspots import hot_spots
 
-    fmt = FORMATS[TABLE_FORMAT[runtime]]
-    with tempfile.TemporaryDirectory(prefix="latency-table-", dir=workdir) as tmp:
-        ctx = ExportContext(out_dir=Path(tmp), log_dir=Path(tmp))
-        artifact = fmt.exporter(model, spec, ctx, fmt.options())
-        job = {"runtime": runtime, "options": runtime_options(runtime)[0], "batch": 1, "threads": timing.threads,
-               "warmup": timing.warmup, "runs": timing.runs, "validate": False, "profile": True, "op_profile": True}
-        x = np.random.default_rng(0).random((1, *spec.shape[1:]), dtype=np.float32)
-        answer, _ = timing.execute(job, artifact.files, x)
-        p50 = answer["latency"]["p50"]
-        spots = hot_spots(runtime, artifact, answer.get("op_profile", {"error": "no op profile"}), p50)
+    job = {"runtime": runtime, "options": runtime_options(runtime)[0], "batch": 1, "threads": timing.threads,
+           "warmup": timing.warmup, "runs": timing.runs, "validate": False, "profile": True, "op_profile": True}
+    x = np.random.default_rng(0).random((1, *spec.shape[1:]), dtype=np.float32)
+    answer, _ = timing.execute(job, artifact.files, x)
+    p50 = answer["latency"]["p50"]
+    spots = hot_spots(runtime, artifact, answer.get("op_profile", {"error": "no op profile"}), p50)
     if "error" in spots or not spots["total_ms"]:
         from edgeship.core.errors import RuntimeUnavailableError
 
         why = spots.get("error", "no ops timed")
         raise RuntimeUnavailableError(f"latency table: {runtime} gave no op profile ({why})")
     scale = p50 / spots["total_ms"]
-    names = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
     per: dict[str, float] = {}
     rest = 0.0
     for op in spots["ops"]:
-        if op["module"] in names:
+        if op["module"] in layer_names:
             per[op["module"]] = per.get(op["module"], 0.0) + op["ms"] * scale
         else:
             rest += op["ms"] * scale
@@ -450,21 +453,20 @@ def profile_interleaved(models: list[tuple[str, nn.Module]], spec: InputSpec, ru
     model a little, not one model a lot; each figure kept is the median over the rounds.
     """
     got: list[list[tuple[float, dict[str, float], float]]] = [[] for _ in models]
+    names = [[n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)] for _, model in models]
     rng = random.Random(seed)
-    for r in range(repeats):
-        order = list(range(len(models)))
-        rng.shuffle(order)
-        for i in order:
-            label, model = models[i]
-            got[i].append(profile_variant(model, spec, runtime, timing, workdir))
-            log(f"  latency table: {label} round {r + 1}/{repeats}: p50 {got[i][-1][0]:.3f} ms")
-    out = []
-    for (_, model), g in zip(models, got, strict=True):
-        names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-        out.append(Profile(float(np.median([x[0] for x in g])),
-                           {n: float(np.median([x[1].get(n, 0.0) for x in g])) for n in names},
-                           float(np.median([x[2] for x in g])), [x[0] for x in g]))
-    return out
+    with tempfile.TemporaryDirectory(prefix="latency-table-", dir=workdir) as tmp:
+        artifacts = [export_for(runtime, model, spec, Path(tmp) / str(i)) for i, (_, model) in enumerate(models)]
+        for r in range(repeats):
+            order = list(range(len(models)))
+            rng.shuffle(order)
+            for i in order:
+                got[i].append(profile_artifact(artifacts[i], names[i], spec, runtime, timing))
+                log(f"  latency table: {models[i][0]} round {r + 1}/{repeats}: p50 {got[i][-1][0]:.3f} ms")
+    return [Profile(float(np.median([x[0] for x in g])),
+                    {n: float(np.median([x[1].get(n, 0.0) for x in g])) for n in layer_names},
+                    float(np.median([x[2] for x in g])), [x[0] for x in g])
+            for layer_names, g in zip(names, got, strict=True)]
 
 
 def measure_table(table: LatencyTable, model: nn.Module, spec: InputSpec, ignored: list[nn.Module],

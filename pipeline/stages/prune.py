@@ -235,7 +235,8 @@ class PruneStage(Stage[PruneConfig]):
                 repeats=opts.repeats, seed=ctx.seed + attempt, workdir=ctx.workdir, log=ctx.log)
             ratio_measured, ratio_predicted = pruned.p50 / unpruned.p50, outcome["predicted_ms"] / full
             error = ratio_predicted / ratio_measured - 1
-            attempts.append({"predicted_ms": round(outcome["predicted_ms"], 4), "target_ratio": round(target / full, 4),
+            attempts.append({"predicted_ms": round(outcome["predicted_ms"], 4), "target_ms": round(target, 4),
+                             "unpruned_predicted_ms": round(full, 4), "target_ratio": round(target / full, 4),
                              "predicted_ratio": round(ratio_predicted, 4),
                              "measured_ratio": round(ratio_measured, 4), "error": round(error, 4),
                              "pruned_p50_ms": round(pruned.p50, 4), "unpruned_p50_ms": round(unpruned.p50, 4),
@@ -261,13 +262,14 @@ class PruneStage(Stage[PruneConfig]):
         latency = {"runtime": cfg.latency_runtime, "device": timing.device, "threads": timing.threads,
                    "table": str(table.path), "table_measured_now": measured_now,
                    "table_samples": len(table.data["models"][key]["samples"]), "cache_mb": table.cache_mb,
-                   "unpruned_predicted_ms": round(full, 4), "target_ms": round(target, 4),
+                   "unpruned_predicted_ms": best["unpruned_predicted_ms"], "target_ms": best["target_ms"],
                    "predicted_ms": best["predicted_ms"], "reached": outcome["reached"], "attempts": attempts,
                    "chosen_attempt": chosen + 1,
                    **{k: best[k] for k in ("target_ratio", "predicted_ratio", "measured_ratio", "error")}}
         notes = [] if outcome["reached"] else [
-            f"prune: target latency {target:.3f} ms not reached: the table predicts {outcome['predicted_ms']:.3f} ms "
-            f"with every group down to round_to {round_to} channels; lower round_to or protect fewer layers"]
+            f"prune: target latency {best['target_ms']:.3f} ms not reached: the table predicts "
+            f"{outcome['predicted_ms']:.3f} ms with every group down to round_to {round_to} channels; lower "
+            "round_to or protect fewer layers"]
         if abs(best["error"]) > opts.tolerance:
             notes.append(f"prune: the latency table predicted {best['predicted_ratio']:.3f} of the unpruned model's "
                          f"latency on {cfg.latency_runtime}; measured {best['measured_ratio']:.3f} "
@@ -280,8 +282,8 @@ class PruneStage(Stage[PruneConfig]):
             "params_before": int(base[1]), "params_after": int(params), "params_ratio": params / base[1],
             "channels": [{"layer": n, "before": before[n], "after": after.get(n)} for n in before],
         }
-        ctx.log(f"  predicted {full:.3f} -> {outcome['predicted_ms']:.3f} ms on {cfg.latency_runtime}; MACs "
-                f"{macs / base[0]:.1%}, params {params / base[1]:.1%}")
+        ctx.log(f"  predicted {best['unpruned_predicted_ms']:.3f} -> {outcome['predicted_ms']:.3f} ms on "
+                f"{cfg.latency_runtime}; MACs {macs / base[0]:.1%}, params {params / base[1]:.1%}")
         return StageResult(state=state, metrics=metrics, notes=notes)
 
     def _latency_rounds(self, model: nn.Module, ctx: StageContext, example: torch.Tensor, ignored: list[nn.Module],
